@@ -1,0 +1,166 @@
+"""The `crop` command."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from crop.io import InputError, JsonlWriter, read_input, write_conll
+from crop.project import ALL_METHODS, Projector, ProjectorConfig
+
+app = typer.Typer(help="Zero-shot cross-lingual NER by labeled sequence translation (CROP).",
+                  no_args_is_help=True, add_completion=False)
+err = Console(stderr=True)
+
+
+def _fail(message: str) -> None:
+    err.print(f"[red]error:[/red] {message}")
+    raise typer.Exit(2)
+
+
+def _projector(methods: str, policy: str, keep_all_o: bool, no_langid: bool, max_tokens: int) -> Projector:
+    chosen = tuple(m.strip() for m in methods.split(",") if m.strip()) if methods != "all" else ALL_METHODS
+    try:
+        return Projector(ProjectorConfig(methods=chosen, policy=policy, drop_all_o=not keep_all_o,  # type: ignore[arg-type]
+                                         langid=not no_langid, max_tokens=max_tokens))
+    except ValueError as exc:
+        _fail(str(exc))
+        raise
+
+
+def _pipeline(translator: str, tagger: str, projector: Projector, batch_size: int, needs_tagger: bool = True):
+    from crop.pipeline import CropPipeline
+    from crop.tag import load_tagger
+    from crop.translate import load_translator
+
+    try:
+        tr = load_translator(translator)
+        tg = load_tagger(tagger) if needs_tagger else None
+    except (ValueError, RuntimeError) as exc:
+        _fail(str(exc))
+        raise
+    return CropPipeline(tr, tg, projector, batch_size=batch_size)
+
+
+def _count_lines(path: Path) -> int | None:
+    if str(path) == "-" or path.suffix == ".gz":
+        return None
+    with open(path, "rb") as f:
+        return sum(1 for line in f if line.strip())
+
+
+Methods = Annotated[str, typer.Option(help=f"matching methods in cascade order, or 'all' ({','.join(ALL_METHODS)})")]
+Policy = Annotated[str, typer.Option(help="strict: discard a sentence with any unmatched entity (the paper); "
+                                          "partial: keep the matched ones")]
+
+
+@app.command()
+def project(
+    src_lang: Annotated[str, typer.Option("--src-lang", help="language of the raw sentences, e.g. es")],
+    input: Annotated[Path, typer.Option("--input", help="text (one sentence a line) or JSONL with id, tokens")],
+    output: Annotated[Path, typer.Option("--output", help="JSONL, one line per input line")],
+    conll: Annotated[Path | None, typer.Option("--conll", help="also write the kept sentences as CoNLL")] = None,
+    translator: Annotated[str, typer.Option(help="translation engine spec")] = "apertium",
+    tagger: Annotated[str, typer.Option(help="English NER engine spec")] = "spacy",
+    methods: Methods = "all",
+    policy: Policy = "strict",
+    keep_all_o: Annotated[bool, typer.Option(help="keep sentences without entities")] = False,
+    no_langid: Annotated[bool, typer.Option(help="skip the language-id filter")] = False,
+    max_tokens: Annotated[int, typer.Option(help="discard longer sentences")] = 128,
+    batch_size: Annotated[int, typer.Option(min=1)] = 64,
+    stats: Annotated[Path | None, typer.Option(help="write run statistics (counts, time per stage) as JSON")] = None,
+) -> None:
+    """Project English NER labels onto raw target-language sentences (CROP steps 1-5)."""
+    if not input.exists() and str(input) != "-":
+        _fail(f"input file {input} does not exist")
+    projector = _projector(methods, policy, keep_all_o, no_langid, max_tokens)
+    pipe = _pipeline(translator, tagger, projector, batch_size)
+    total = _count_lines(input)
+    conll_file = open(conll, "w", encoding="utf-8") if conll else None
+    progress = Progress(TextColumn("[bold]projecting"), BarColumn(), MofNCompleteColumn(),
+                        TextColumn("kept {task.fields[kept]}"), TimeElapsedColumn(), console=err,
+                        disable=not err.is_terminal and not _force_progress())
+    try:
+        with progress, JsonlWriter(output) as out:
+            task = progress.add_task("project", total=total, kept=0)
+            kept = 0
+            for result in pipe.run(read_input(input, src_lang)):
+                out.write(result)
+                if result.status == "kept":
+                    kept += 1
+                    if conll_file:
+                        write_conll(conll_file, result.tokens, result.tags)
+                progress.update(task, advance=1, kept=kept)
+    except InputError as exc:
+        _fail(str(exc))
+    finally:
+        if conll_file:
+            conll_file.close()
+    summary = pipe.stats.as_dict()
+    err.print(f"{summary['sentences']} sentences: {summary['status']}; reasons {summary['reasons']}; "
+              f"time per stage (s) {summary['seconds']}")
+    if stats:
+        stats.write_text(json.dumps(summary, indent=2))
+
+
+def _force_progress() -> bool:
+    import os
+
+    return os.environ.get("CROP_PROGRESS") == "1"
+
+
+@app.command()
+def tag(
+    sentence: Annotated[str, typer.Argument(help="one sentence")],
+    lang: Annotated[str, typer.Option("--lang", help="its language, e.g. es")],
+    translator: Annotated[str, typer.Option(help="translation engine spec")] = "apertium",
+    tagger: Annotated[str, typer.Option(help="English NER engine spec")] = "spacy",
+    json_out: Annotated[bool, typer.Option("--json", help="print the whole result as JSON")] = False,
+) -> None:
+    """Entities of one sentence through the CROP pipeline (translate, tag in English, project back)."""
+    from crop.io import sentence_from_record
+
+    if not sentence.strip():
+        _fail("the sentence is empty")
+    projector = Projector(ProjectorConfig(policy="partial", drop_all_o=False, langid=False, max_tokens=10**6))
+    pipe = _pipeline(translator, tagger, projector, 1)
+    result = pipe.project_batch([sentence_from_record({"id": "cli", "text": sentence}, lang)])[0]
+    if result.status == "failed":
+        _fail(result.reason or "failed")
+    if json_out:
+        typer.echo(result.model_dump_json(indent=2))
+        return
+    for e in result.entities:
+        typer.echo(f"{e.text}\t{e.label}\t{e.start}-{e.end}\t{e.method}\t{e.score:.2f}")
+
+
+@app.command("eval")
+def eval_(
+    gold: Annotated[Path, typer.Option("--gold", help="JSONL with id, tokens, tags")],
+    pred: Annotated[Path, typer.Option("--pred", help="JSONL with id, tokens, tags (e.g. crop project output)")],
+    json_out: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+) -> None:
+    """seqeval entity-level precision, recall and F1, overall and per type, matched by id."""
+    from crop.train.evaluate import EvalError, evaluate_files
+
+    for p in (gold, pred):
+        if not p.exists():
+            _fail(f"{p} does not exist")
+    try:
+        report = evaluate_files(gold, pred)
+    except (InputError, EvalError) as exc:
+        _fail(str(exc))
+        raise
+    typer.echo(json.dumps(report.model_dump(), indent=2) if json_out else report.table())
+
+
+def main() -> None:  # pragma: no cover
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    app()

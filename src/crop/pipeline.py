@@ -1,0 +1,173 @@
+"""CROP steps 1-5 over any engines of the protocols, batched and streaming:
+
+    forward translation -> English tagging -> labeled back-translation -> matching -> filtering
+
+The same code runs in the CLI, the services and the workers. Sentences that come with English labels
+(`en_tokens` + `en_tags`) skip steps 1-2. Every input sentence yields exactly one result, in input order:
+kept, discarded with a reason, or failed with the error that stopped it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from itertools import islice
+
+from crop.io import InputSentence
+from crop.labels import bio_to_spans
+from crop.project import Projector
+from crop.tag.base import Tagger
+from crop.text import detokenize
+from crop.translate.base import AligningTranslator, Translator
+from crop.types import AlignedTranslation, LabeledItem, LabeledResult, ProjectionResult, Span, Status
+
+log = logging.getLogger(__name__)
+
+STAGES = ("forward", "tag", "align", "back", "project")
+
+
+@dataclass
+class PipelineStats:
+    sentences: int = 0
+    status: Counter[str] = field(default_factory=Counter)
+    reasons: Counter[str] = field(default_factory=Counter)
+    methods: Counter[str] = field(default_factory=Counter)
+    seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
+
+    def add(self, result: ProjectionResult) -> None:
+        self.sentences += 1
+        self.status[result.status] += 1
+        if result.reason:
+            self.reasons[result.reason.split(":")[0]] += 1
+        for e in result.entities:
+            self.methods[e.method] += 1
+
+    def as_dict(self) -> dict:
+        total = sum(self.seconds.values()) or 1e-9
+        return {
+            "sentences": self.sentences,
+            "status": dict(self.status),
+            "reasons": dict(self.reasons),
+            "methods": dict(self.methods),
+            "seconds": {k: round(v, 3) for k, v in self.seconds.items()},
+            "share": {k: round(v / total, 3) for k, v in self.seconds.items()},
+            "sentences_per_second": round(self.sentences / total, 2),
+        }
+
+
+class CropPipeline:
+    def __init__(self, translator: Translator, tagger: Tagger | None, projector: Projector | None = None,
+                 pivot: str = "en", batch_size: int = 64, use_alignment: bool = True) -> None:
+        self.translator = translator
+        self.tagger = tagger
+        self.projector = projector or Projector()
+        self.pivot = pivot
+        self.batch_size = batch_size
+        self.use_alignment = use_alignment and isinstance(translator, AligningTranslator)
+        self.stats = PipelineStats()
+
+    def run(self, sentences: Iterable[InputSentence],
+            on_result: Callable[[ProjectionResult], None] | None = None) -> Iterator[ProjectionResult]:
+        """Project a stream of sentences in batches; memory stays bounded by one batch."""
+        it = iter(sentences)
+        while batch := list(islice(it, self.batch_size)):
+            for result in self._batch_isolating_failures(batch):
+                self.stats.add(result)
+                if on_result is not None:
+                    on_result(result)
+                yield result
+
+    def project_batch(self, batch: Sequence[InputSentence]) -> list[ProjectionResult]:
+        return list(self._batch_isolating_failures(batch))
+
+    # -- one batch ------------------------------------------------------------------------------------------
+
+    def _batch_isolating_failures(self, batch: Sequence[InputSentence]) -> list[ProjectionResult]:
+        try:
+            return self._batch(batch)
+        except Exception as exc:  # an engine error: find the sentence(s) it comes from, keep the rest
+            if len(batch) == 1:
+                s = batch[0]
+                log.error("sentence failed", extra={"id": s.id, "error": repr(exc)})
+                return [ProjectionResult(id=s.id, lang=s.lang, text=s.text, tokens=list(s.tokens),
+                                         tags=["O"] * len(s.tokens), status=Status.failed,
+                                         reason=f"{type(exc).__name__}: {exc}"[:500])]
+            mid = len(batch) // 2
+            return self._batch_isolating_failures(batch[:mid]) + self._batch_isolating_failures(batch[mid:])
+
+    def _timed(self, stage: str, fn, *args):
+        t0 = time.perf_counter()
+        try:
+            return fn(*args)
+        finally:
+            self.stats.seconds[stage] += time.perf_counter() - t0
+
+    def _batch(self, batch: Sequence[InputSentence]) -> list[ProjectionResult]:
+        lang = batch[0].lang
+        if any(s.lang != lang for s in batch):
+            groups: dict[str, list[int]] = {}
+            for i, s in enumerate(batch):
+                groups.setdefault(s.lang, []).append(i)
+            out: list[ProjectionResult | None] = [None] * len(batch)
+            for idx in groups.values():
+                for i, r in zip(idx, self._batch([batch[i] for i in idx]), strict=True):
+                    out[i] = r
+            return out  # type: ignore[return-value]
+
+        # steps 1-2: English sentence and entities (given, or translated and tagged)
+        english: list[str] = [""] * len(batch)
+        spans: list[list[Span]] = [[] for _ in batch]
+        todo = [i for i, s in enumerate(batch) if not (s.en_tokens and s.en_tags)]
+        for i, s in enumerate(batch):
+            if s.en_tokens and s.en_tags:
+                english[i], spans[i] = english_spans(s.en_tokens, s.en_tags)
+        if todo:
+            if self.tagger is None:
+                raise ValueError("sentences without English labels need a tagger")
+            texts = self._timed("forward", self.translator.translate, [batch[i].text for i in todo], lang,
+                                self.pivot)
+            tagged = self._timed("tag", self.tagger.tag, texts, self.pivot)
+            for i, text, sp in zip(todo, texts, tagged, strict=True):
+                english[i], spans[i] = text, sp
+
+        forward: list[AlignedTranslation | None] = [None] * len(batch)
+        if self.use_alignment:
+            with_entities = [i for i in range(len(batch)) if spans[i]]
+            if with_entities:
+                aligned = self._timed("align", self.translator.translate_aligned,  # type: ignore[attr-defined]
+                                      [batch[i].tokens for i in with_entities], lang, self.pivot)
+                for i, a in zip(with_entities, aligned, strict=True):
+                    forward[i] = a
+
+        # step 3: labeled back-translation of the sentences that have entities
+        back: list[LabeledResult | None] = [None] * len(batch)
+        with_entities = [i for i in range(len(batch)) if spans[i]]
+        if with_entities:
+            items = [LabeledItem(text=english[i], spans=spans[i]) for i in with_entities]
+            results = self._timed("back", self.translator.translate_labeled, items, self.pivot, lang)
+            for i, r in zip(with_entities, results, strict=True):
+                back[i] = r
+
+        # steps 4-5
+        t0 = time.perf_counter()
+        out = [
+            self.projector.project(s.tokens, lang, spans[i], back=back[i], forward=forward[i],
+                                   source_text=english[i], id=s.id, text=s.text, source_lang=self.pivot)
+            for i, s in enumerate(batch)
+        ]
+        self.stats.seconds["project"] += time.perf_counter() - t0
+        return out
+
+
+def english_spans(tokens: Sequence[str], tags: Sequence[str]) -> tuple[str, list[Span]]:
+    """The English text of given tokens and its entity spans (character and token offsets)."""
+    text, offsets = detokenize(tokens, "en")
+    spans = [
+        Span(start=offsets[s][0], end=offsets[e - 1][1], label=label, text=text[offsets[s][0]:offsets[e - 1][1]],
+             token_start=s, token_end=e)
+        for s, e, label in bio_to_spans(tags)
+    ]
+    return text, spans

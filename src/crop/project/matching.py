@@ -1,0 +1,163 @@
+"""The matching cascade: ways to find, in the raw target sentence, the tokens of one marked entity.
+
+Each matcher returns candidate token spans (start, end, score) in the raw sentence, best first; the projector
+chooses among the candidates of all entities so that the spans do not overlap (see `projector.py`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from difflib import SequenceMatcher
+
+from rapidfuzz import fuzz
+
+from crop.project.function_words import function_words, is_function_word
+from crop.text import CHAR_LEVEL_LANGS, is_punct, normalize
+
+Candidate = tuple[int, int, float]
+
+
+@dataclass
+class Sentence:
+    """A tokenized sentence with the precomputed keys that matching compares."""
+
+    tokens: Sequence[str]
+    lang: str
+    norm: list[str] = field(init=False)
+    content: list[bool] = field(init=False)  # not a function word nor punctuation
+    counts: dict[str, int] = field(init=False)
+
+    def __post_init__(self) -> None:
+        fw = function_words(self.lang)
+        self.norm = [normalize(t) for t in self.tokens]
+        # a capitalized article inside a sentence belongs to a name (La Haya, El Salvador, Los Angeles)
+        self.content = [
+            not is_punct(n) and (not is_function_word(n, fw) or (i > 0 and t[:1].isupper()))
+            for i, (t, n) in enumerate(zip(self.tokens, self.norm, strict=True))
+        ]
+        counts: dict[str, int] = {}
+        for n in self.norm:
+            counts[n] = counts.get(n, 0) + 1
+        self.counts = counts
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+
+def core(sent: Sentence, start: int, end: int) -> tuple[int, int]:
+    """The span without function words and punctuation at its edges (empty when nothing else is left)."""
+    while start < end and not sent.content[start]:
+        start += 1
+    while end > start and not sent.content[end - 1]:
+        end -= 1
+    return start, end
+
+
+def find_all(hay: Sequence[str], needle: Sequence[str]) -> list[int]:
+    n = len(needle)
+    if n == 0 or n > len(hay):
+        return []
+    first = needle[0]
+    return [i for i in range(len(hay) - n + 1) if hay[i] == first and hay[i : i + n] == needle]
+
+
+def _by_position(starts: list[int], expected: float) -> list[int]:
+    return sorted(starts, key=lambda i: abs(i - expected))
+
+
+def exact(raw: Sentence, tokens: Sequence[str], expected: float) -> list[Candidate]:
+    n = len(tokens)
+    return [(i, i + n, 1.0) for i in _by_position(find_all(raw.tokens, list(tokens)), expected)]
+
+
+def normalized(raw: Sentence, norm: Sequence[str], expected: float, score: float = 0.95) -> list[Candidate]:
+    n = len(norm)
+    return [(i, i + n, score) for i in _by_position(find_all(raw.norm, list(norm)), expected)]
+
+
+def crop_rule(raw: Sentence, norm: Sequence[str], max_words: int = 6, min_found: float = 0.8) -> list[Candidate]:
+    """The CROP paper's rule: the entity's words that occur exactly once in the raw sentence locate it when
+    at least `min_found` of its words are found; the label covers min..max of the positions found. `norm`
+    holds the entity's content words (also those of all its pieces when the translator split it)."""
+    if not norm or len(norm) > max_words:
+        return []
+    found = [raw.norm.index(w) for w in norm if raw.counts.get(w, 0) == 1]
+    if not found or len(found) / len(norm) < min_found:
+        return []
+    lo, hi = min(found), max(found) + 1
+    if hi - lo > 2 * len(norm):
+        return []
+    return [(lo, hi, 0.8 * len(found) / len(norm))]
+
+
+def aligned(raw: Sentence, source_ids: set[int], score: float) -> list[Candidate]:
+    """A span from raw tokens that a translation aligned to the entity: min..max when nearly contiguous."""
+    if not source_ids:
+        return []
+    lo, hi = min(source_ids), max(source_ids) + 1
+    if hi - lo > len(source_ids) + 1:
+        return []
+    lo, hi = core(raw, lo, hi)
+    if lo >= hi:
+        return []
+    return [(lo, hi, score)]
+
+
+def fuzzy(raw: Sentence, norm: Sequence[str], threshold: float, lang: str) -> list[Candidate]:
+    """The raw n-gram closest to the entity string (rapidfuzz ratio over normalized tokens), for inflection
+    and spelling differences (Español/española, Unión Europea/Unió Europea); n-grams start and end on
+    content words."""
+    if not norm:
+        return []
+    joiner = "" if lang in CHAR_LEVEL_LANGS else " "
+    target = joiner.join(norm)
+    n = len(norm)
+    best: Candidate | None = None
+    for size in range(max(1, n - 1), n + 2):
+        for i in range(len(raw) - size + 1):
+            if not (raw.content[i] and raw.content[i + size - 1]):
+                continue
+            score = fuzz.ratio(target, joiner.join(raw.norm[i : i + size]), score_cutoff=threshold)
+            if score and (best is None or score > best[2]):
+                best = (i, i + size, score)
+    return [(best[0], best[1], best[2] / 100 * 0.8)] if best else []
+
+
+def context(raw: Sentence, trans: Sentence, start: int, end: int) -> list[Candidate]:
+    """Place the entity by the words around it: align the back-translation with the raw sentence on tokens
+    that are equal after normalization (difflib's longest matching blocks, so the alignment is monotone).
+    Each boundary of the entity is fixed by an anchor right next to it (outside) or by an anchored word of
+    the entity itself (inside); with one boundary fixed, the entity keeps its length (Donald Triunfo /
+    Donald Trump, Philip II / Felipe II, Belarús / Bielorrusia)."""
+    pairs: list[tuple[int, int]] = []
+    for bt, br, size in SequenceMatcher(None, trans.norm, raw.norm, autojunk=False).get_matching_blocks():
+        pairs.extend((bt + k, br + k) for k in range(size))
+    anchored_raw = {r for _, r in pairs}
+    t2r = dict(pairs)
+    lo = hi = None
+    if start - 1 in t2r and not (start - 1 > 0 and is_punct(trans.norm[start - 1]) and start - 1 == 0):
+        lo = t2r[start - 1] + 1
+    elif start in t2r:
+        lo = t2r[start]
+    if end in t2r:
+        hi = t2r[end]
+    elif end - 1 in t2r:
+        hi = t2r[end - 1] + 1
+    size = end - start
+    score = 0.7
+    if lo is None and hi is None:
+        return []
+    if lo is None:
+        lo, score = hi - size, 0.55
+    elif hi is None:
+        hi, score = lo + size, 0.55
+    if lo < 0 or hi > len(raw) or hi - lo <= 0 or hi - lo > size + 2:
+        return []
+    # the raw words of the span must not be anchored to words outside the entity
+    if any(r in anchored_raw and not any(start <= t < end and rr == r for t, rr in pairs) for r in range(lo, hi)):
+        return []
+    lo, hi = core(raw, lo, hi)
+    if lo >= hi:
+        return []
+    return [(lo, hi, score)]

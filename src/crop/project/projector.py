@@ -1,0 +1,243 @@
+"""The projector: place each entity of a labeled back-translation in the raw target sentence, then judge the
+sentence (kept, or discarded with a reason).
+
+Evidence, in the order the cascade trusts it (configurable, first hit wins for each entity, and the entities
+placed by a more trusted method claim their tokens first):
+  exact        the marked words occur in the raw sentence as they are
+  normalized   ... after NFKC, case folding and accent removal, without edge articles/prepositions (d'OTAN)
+  source_copy  the English entity string itself occurs in the raw sentence (names kept across languages)
+  forward      the forward translation, aligned word by word to the raw sentence, produced the English entity
+  crop_rule    the CROP paper's rule: entity words that occur once in the raw sentence
+  context      the words around the marked entity in the back-translation align with the raw sentence
+  fuzzy        the closest raw n-gram by rapidfuzz ratio (inflection, clitics, spelling)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+from crop.labels import spans_to_bio
+from crop.project import matching as m
+from crop.project.langid_filter import LanguageID
+from crop.text import char_to_token_span, detokenize, normalize, tokenize
+from crop.types import AlignedTranslation, LabeledResult, ProjectedEntity, ProjectionResult, Span, Status
+
+ALL_METHODS = ("exact", "normalized", "source_copy", "forward", "crop_rule", "context", "fuzzy")
+# methods that look at the marked entity in the back-translation (the others work without it)
+_NEEDS_MARKS = frozenset({"exact", "normalized", "crop_rule", "context", "fuzzy"})
+
+
+@dataclass
+class ProjectorConfig:
+    methods: tuple[str, ...] = ALL_METHODS
+    # strict: the paper's policy, a sentence with any unmatched entity is discarded;
+    # partial: the matched entities are kept and the sentence with them
+    policy: Literal["strict", "partial"] = "strict"
+    max_tokens: int = 128
+    drop_all_o: bool = True
+    langid: bool = True
+    langid_min_prob: float = 0.9
+    fuzzy_threshold: float = 75.0
+
+    def __post_init__(self) -> None:
+        unknown = set(self.methods) - set(ALL_METHODS)
+        if unknown:
+            raise ValueError(f"unknown matching methods {sorted(unknown)}; known: {', '.join(ALL_METHODS)}")
+        if self.policy not in ("strict", "partial"):
+            raise ValueError(f"policy must be 'strict' or 'partial', not {self.policy!r}")
+
+
+@dataclass
+class _Entity:
+    ref: int
+    label: str
+    source: Span
+    src_norm: list[str]
+    marked: tuple[int, int] | None = None  # token span in the back-translation
+    pieces: list[tuple[int, int]] = field(default_factory=list)  # further pieces of a split entity
+    candidates: dict[str, list[m.Candidate]] = field(default_factory=dict)
+
+
+class Projector:
+    def __init__(self, config: ProjectorConfig | None = None) -> None:
+        self.config = config or ProjectorConfig()
+        self._langid: dict[tuple[str, str], LanguageID] = {}
+
+    # -- the public entry point -----------------------------------------------------------------------------
+
+    def project(
+        self,
+        tokens: Sequence[str],
+        lang: str,
+        source: Sequence[Span],
+        back: LabeledResult | None = None,
+        forward: AlignedTranslation | None = None,
+        source_text: str | None = None,
+        id: str = "",
+        text: str | None = None,
+        source_lang: str = "en",
+    ) -> ProjectionResult:
+        """Project `source` (entities of the English sentence `source_text`) onto the raw sentence `tokens`
+        using the labeled back-translation `back` and the word-aligned forward translation `forward`."""
+        cfg = self.config
+        raw = m.Sentence(tokens, lang)
+        entities = [
+            _Entity(ref=i, label=s.label, source=s,
+                    src_norm=[normalize(t) for t in tokenize(s.text, source_lang)[0]])
+            for i, s in enumerate(source)
+        ]
+        trans = None
+        if back is not None:
+            t_tokens, t_offsets = tokenize(back.text, lang)
+            trans = m.Sentence(t_tokens, lang)
+            for span in back.spans:
+                if span.ref is None or not 0 <= span.ref < len(entities):
+                    continue
+                tok = char_to_token_span(t_offsets, span.start, span.end)
+                if tok is not None:
+                    entities[span.ref].marked = tok
+            for span in back.fragments:
+                tok = char_to_token_span(t_offsets, span.start, span.end)
+                if tok is not None and span.ref is not None and entities[span.ref].marked is not None:
+                    entities[span.ref].pieces.append(tok)
+
+        placed: dict[int, tuple[int, int, float, str]] = {}
+        taken = [False] * len(raw)
+        for method in cfg.methods:
+            pending = [e for e in entities if e.ref not in placed]
+            if not pending:
+                break
+            proposals = []
+            for e in pending:
+                for cand in self._candidates(method, e, raw, trans, forward, source_text, len(source_text or "")):
+                    proposals.append((-cand[2], e.ref, cand))
+            proposals.sort()
+            for _, ref, (lo, hi, score) in proposals:
+                if ref in placed or any(taken[lo:hi]):
+                    continue
+                placed[ref] = (lo, hi, score, method)
+                for i in range(lo, hi):
+                    taken[i] = True
+
+        return self._verdict(raw, entities, placed, back, forward, id, text, lang, source_lang)
+
+    # -- candidates ----------------------------------------------------------------------------------------
+
+    def _candidates(self, method: str, e: _Entity, raw: m.Sentence, trans: m.Sentence | None,
+                    forward: AlignedTranslation | None, source_text: str | None, _n: int) -> list[m.Candidate]:
+        if method in _NEEDS_MARKS:
+            if e.marked is None or trans is None:
+                return []
+            lo, hi = m.core(trans, *e.marked)
+            if lo >= hi:
+                return []
+            if e.pieces:
+                # split by the translator: only the words of all pieces together locate it
+                if method != "crop_rule":
+                    return []
+                words = [trans.norm[i] for a, b in [e.marked, *e.pieces] for i in range(a, b) if trans.content[i]]
+                return m.crop_rule(raw, words, max_words=10)
+            expected = lo / max(len(trans), 1) * len(raw)
+            if method == "exact":
+                return m.exact(raw, trans.tokens[lo:hi], expected)
+            if method == "normalized":
+                return m.normalized(raw, trans.norm[lo:hi], expected)
+            if method == "crop_rule":
+                return m.crop_rule(raw, [trans.norm[i] for i in range(lo, hi) if trans.content[i]])
+            if method == "context":
+                return m.context(raw, trans, lo, hi)
+            return m.fuzzy(raw, trans.norm[lo:hi], self.config.fuzzy_threshold, raw.lang)
+        expected = (e.source.token_start or 0)
+        if method == "source_copy":
+            norm = _strip_function_words(e.src_norm)
+            return m.normalized(raw, norm, expected, score=0.9) if norm else []
+        if method == "forward" and forward is not None:
+            return m.aligned(raw, _forward_ids(e, forward, source_text), 0.85)
+        return []
+
+    # -- the verdict -------------------------------------------------------------------------------------------
+
+    def _verdict(self, raw: m.Sentence, entities: list[_Entity], placed: dict[int, tuple[int, int, float, str]],
+                 back: LabeledResult | None, forward: AlignedTranslation | None, id: str, text: str | None,
+                 lang: str, source_lang: str) -> ProjectionResult:
+        cfg = self.config
+        tokens = list(raw.tokens)
+        if text is None:
+            text, offsets = detokenize(tokens, lang)
+        else:
+            offsets = _offsets_in(text, tokens)
+        projected = []
+        for ref in sorted(placed, key=lambda r: placed[r][0]):
+            lo, hi, score, method = placed[ref]
+            start, end = offsets[lo][0], offsets[hi - 1][1]
+            projected.append(ProjectedEntity(
+                token_start=lo, token_end=hi, start=start, end=end, label=entities[ref].label,
+                text=text[start:end], method=method, score=round(score, 4), ref=ref))
+        unmatched = [
+            {"ref": e.ref, "text": e.source.text, "label": e.label,
+             "reason": "marker lost" if e.marked is None and back is not None else "no match"}
+            for e in entities if e.ref not in placed
+        ]
+        tags = spans_to_bio(len(tokens), [(p.token_start, p.token_end, p.label) for p in projected])
+
+        reason = None
+        if len(tokens) > cfg.max_tokens:
+            reason = f"too long: {len(tokens)} tokens > {cfg.max_tokens}"
+        elif cfg.langid and forward is not None and not self._is_lang(forward.text, source_lang, lang):
+            reason = f"forward translation is not {source_lang}"
+        elif cfg.langid and back is not None and not self._is_lang(back.text, lang, source_lang):
+            reason = f"back-translation is not {lang}"
+        elif unmatched and (cfg.policy == "strict" or not projected):
+            reason = f"unmatched entities: {len(unmatched)} of {len(entities)}"
+        elif not projected and cfg.drop_all_o:
+            reason = "all-O: no entity"
+        return ProjectionResult(
+            id=id, lang=lang, text=text, tokens=tokens, tags=tags, entities=projected, unmatched=unmatched,
+            status=Status.discarded if reason else Status.kept, reason=reason)
+
+    def _is_lang(self, text: str, lang: str, other: str) -> bool:
+        key = (lang, other)
+        if key not in self._langid:
+            self._langid[key] = LanguageID([lang, other])
+        return self._langid[key].is_lang(text, lang, self.config.langid_min_prob)
+
+
+def _strip_function_words(norm: list[str]) -> list[str]:
+    from crop.project.function_words import function_words, is_function_word
+
+    fw = function_words("en")
+    lo, hi = 0, len(norm)
+    while lo < hi and is_function_word(norm[lo], fw):
+        lo += 1
+    while hi > lo and is_function_word(norm[hi - 1], fw):
+        hi -= 1
+    return norm[lo:hi]
+
+
+def _forward_ids(e: _Entity, forward: AlignedTranslation, source_text: str | None) -> set[int]:
+    """Raw token ids aligned to the English entity in the forward translation."""
+    s = e.source
+    if source_text is not None and source_text == forward.text and s.token_start is not None:
+        positions = range(s.token_start, s.token_end or s.token_start)
+    else:
+        norm = _strip_function_words(e.src_norm)
+        fnorm = [normalize(t) for t in forward.tokens]
+        hits = m.find_all(fnorm, norm)
+        if not hits:
+            return set()
+        positions = range(hits[0], hits[0] + len(norm))
+    return {i for j in positions if j < len(forward.alignment) for i in forward.alignment[j]}
+
+
+def _offsets_in(text: str, tokens: Sequence[str]) -> list[tuple[int, int]]:
+    """Offsets of given tokens in a text they were cut from (in order); falls back to detokenized spacing."""
+    offsets, pos = [], 0
+    for tok in tokens:
+        i = text.find(tok, pos)
+        if i < 0:
+            return detokenize(tokens)[1]
+        offsets.append((i, i + len(tok)))
+        pos = i + len(tok)
+    return offsets

@@ -1,0 +1,117 @@
+"""Word-level tokenization and detokenization (character level for scripts written without spaces)."""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Sequence
+from functools import lru_cache
+
+# Languages whose words are not separated by spaces: tokenized one character at a time.
+CHAR_LEVEL_LANGS = frozenset({"zh", "ja", "th", "lo", "km", "my", "bo"})
+
+_CJK = (
+    "\u2e80-\u2fff\u3000-\u303f\u3040-\u30ff\u3100-\u31ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af"
+    "\uf900-\ufaff\uff00-\uffef\u0e00-\u0e7f"
+)
+_APOS = "'’"
+_TOKEN_RE = re.compile(
+    rf"""
+    (?:(?<![^\W\d_])(?:[ldmnstjcLDMNSTJC]|[Qq]u|[Ss]ull|[Dd]ell|[Nn]ell|[Aa]ll)[{_APOS}](?=[^\W\d_]))
+    |(?:[^\W\d_]{{1,3}}\.){{2,}}                      # abbreviations with inner dots: U.S. EE.UU.
+    |\d+(?:[.,:/]\d+)*(?:-?[^\W_]+)*              # numbers, dates, times, 5th, 1950s, 6,000-euro
+    |[{_CJK}]                                      # one character of a script without spaces
+    |(?:[^\W_]|[^\x00-\x7f{_CJK}\W])+(?:[-·.]?[^\W_]+)*(?:[{_APOS}][^\W\d_]+(?:[-·][^\W_]+)*)*
+    |\S                                            # anything else: one punctuation mark or symbol
+    """,
+    re.VERBOSE,
+)
+_CJK_SPLIT_RE = re.compile(f"[{_CJK}]|[^{_CJK}]+")
+_EN_CLITIC_RE = re.compile(rf"^(.+?)([{_APOS}](?:s|S|re|ve|ll|d|m)|n[{_APOS}]t)$")
+
+_NO_SPACE_BEFORE = frozenset(",.;:!?)]}%»”…")
+_NO_SPACE_AFTER = frozenset("([{¿¡«“")
+
+
+def tokenize(text: str, lang: str = "") -> tuple[list[str], list[tuple[int, int]]]:
+    """Tokens of `text` and their character offsets. Elided clitics (l', d', qu') are tokens of their own,
+    English 's and n't are split off as in CoNLL, punctuation marks are tokens."""
+    tokens: list[str] = []
+    offsets: list[tuple[int, int]] = []
+    char_level = lang in CHAR_LEVEL_LANGS
+    english = lang == "en"
+    for m in _TOKEN_RE.finditer(text):
+        tok, start = m.group(), m.start()
+        if char_level and len(tok) > 1 and not tok.isascii():
+            # one token per character of the script without spaces; runs of other letters stay words
+            for piece in _CJK_SPLIT_RE.finditer(tok):
+                tokens.append(piece.group())
+                offsets.append((start + piece.start(), start + piece.end()))
+            continue
+        if english and (cm := _EN_CLITIC_RE.match(tok)):
+            head = cm.group(1)
+            tokens += [head, cm.group(2)]
+            offsets += [(start, start + len(head)), (start + len(head), m.end())]
+            continue
+        tokens.append(tok)
+        offsets.append((start, m.end()))
+    return tokens, offsets
+
+
+def detokenize(tokens: Sequence[str], lang: str = "") -> tuple[str, list[tuple[int, int]]]:
+    """Text for `tokens` as a writer would space it, and each token's character offsets in that text."""
+    parts: list[str] = []
+    offsets: list[tuple[int, int]] = []
+    pos = 0
+    char_level = lang in CHAR_LEVEL_LANGS
+    open_quote = False
+    prev = ""
+    for i, tok in enumerate(tokens):
+        space = i > 0
+        if space:
+            if tok and (tok[0] in _NO_SPACE_BEFORE or tok in ("'s", "n't", "’s", "'re", "'ve", "'ll", "'d", "'m")) or prev and (prev in _NO_SPACE_AFTER or (prev[-1] in _APOS and prev[:-1].isalpha())):
+                space = False
+            elif tok == '"':
+                space = not open_quote
+            elif prev == '"' and open_quote or char_level and (_is_cjk(tok) or _is_cjk(prev)):
+                space = False
+        if tok == '"':
+            open_quote = not open_quote
+        if space:
+            parts.append(" ")
+            pos += 1
+        parts.append(tok)
+        offsets.append((pos, pos + len(tok)))
+        pos += len(tok)
+        prev = tok
+    return "".join(parts), offsets
+
+
+def _is_cjk(tok: str) -> bool:
+    return bool(tok) and re.match(f"[{_CJK}]", tok[0]) is not None
+
+
+def char_to_token_span(offsets: Sequence[tuple[int, int]], start: int, end: int) -> tuple[int, int] | None:
+    """Tokens covered by the characters start..end: those that overlap it. None when no token overlaps."""
+    first = last = -1
+    for i, (s, e) in enumerate(offsets):
+        if e <= start:
+            continue
+        if s >= end:
+            break
+        if first < 0:
+            first = i
+        last = i
+    return None if first < 0 else (first, last + 1)
+
+
+@lru_cache(maxsize=200_000)
+def normalize(token: str) -> str:
+    """Comparison key of a token: NFKC, case-folded, accents removed, apostrophes unified."""
+    t = unicodedata.normalize("NFKD", unicodedata.normalize("NFKC", token).casefold())
+    t = "".join(ch for ch in t if not unicodedata.combining(ch))
+    return t.replace("’", "'")
+
+
+def is_punct(token: str) -> bool:
+    return all(unicodedata.category(ch)[0] in "PS" for ch in token)

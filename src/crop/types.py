@@ -1,0 +1,97 @@
+"""Data types shared by the library, the services and the jobs."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Span(BaseModel):
+    """An entity mention: character offsets into a text and, when known, token offsets (end exclusive)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    start: int = Field(ge=0, description="first character")
+    end: int = Field(ge=0, description="one past the last character")
+    label: str
+    text: str = ""
+    token_start: int | None = None
+    token_end: int | None = None
+    score: float = 1.0
+    ref: int | None = Field(default=None, description="index of the source span this one was carried from")
+
+
+class TaggedSentence(BaseModel):
+    """A sentence with its tokens (and their character offsets in `text`) and entity spans."""
+
+    id: str = ""
+    lang: str
+    text: str
+    tokens: list[str]
+    offsets: list[tuple[int, int]]
+    spans: list[Span] = Field(default_factory=list)
+
+
+class LabeledItem(BaseModel):
+    """Input of labeled translation: a sentence and the spans whose markers must survive translation."""
+
+    text: str
+    spans: list[Span] = Field(default_factory=list)
+
+
+class LabeledResult(BaseModel):
+    """A labeled translation: the plain translated text, the spans recovered in it (`ref` = index of the
+    input span) and the indices of input spans whose markers were lost."""
+
+    text: str
+    spans: list[Span] = Field(default_factory=list)
+    lost: list[int] = Field(default_factory=list)
+    fragments: list[Span] = Field(
+        default_factory=list,
+        description="further pieces of a recovered span whose markers the engine split (same ref), e.g. "
+        "an entity reordered around other words",
+    )
+    raw: str = Field(default="", description="the engine's output with markers, for debugging")
+
+
+class AlignedTranslation(BaseModel):
+    """A translation whose words are aligned to the source tokens: `alignment[j]` lists the indices of the
+    source tokens that produced target token j (empty when unknown)."""
+
+    text: str
+    tokens: list[str]
+    alignment: list[list[int]]
+
+
+class Status(StrEnum):
+    kept = "kept"
+    discarded = "discarded"
+    failed = "failed"  # an engine failed on this sentence; `reason` says how
+
+
+class ProjectedEntity(BaseModel):
+    token_start: int
+    token_end: int
+    start: int
+    end: int
+    label: str
+    text: str
+    method: str
+    score: float
+    ref: int | None = None
+
+
+class ProjectionResult(BaseModel):
+    """The projection of one sentence: BIO tags over its tokens, the entities with how each was matched,
+    the source entities that could not be placed, and the verdict."""
+
+    id: str = ""
+    lang: str = ""
+    text: str = ""
+    tokens: list[str]
+    tags: list[str]
+    entities: list[ProjectedEntity] = Field(default_factory=list)
+    unmatched: list[dict] = Field(default_factory=list)
+    status: Status = Status.kept
+    reason: str | None = None
