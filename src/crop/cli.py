@@ -83,7 +83,7 @@ def project(
     projector = _projector(methods, policy, keep_all_o, no_langid, max_tokens)
     pipe = _pipeline(translator, tagger, projector, batch_size)
     total = _count_lines(input)
-    conll_file = open(conll, "w", encoding="utf-8") if conll else None
+    conll_file = open(conll, "w", encoding="utf-8") if conll else None  # noqa: SIM115 (closed below)
     progress = Progress(TextColumn("[bold]projecting"), BarColumn(), MofNCompleteColumn(),
                         TextColumn("kept {task.fields[kept]}"), TimeElapsedColumn(), console=err,
                         disable=not err.is_terminal and not _force_progress())

@@ -18,7 +18,7 @@ from itertools import islice
 
 from crop.io import InputSentence
 from crop.labels import bio_to_spans
-from crop.project import Projector
+from crop.project import ProjectionRequest, Projector
 from crop.tag.base import Tagger
 from crop.text import detokenize
 from crop.translate.base import AligningTranslator, Translator
@@ -39,7 +39,7 @@ class PipelineStats:
 
     def add(self, result: ProjectionResult) -> None:
         self.sentences += 1
-        self.status[result.status] += 1
+        self.status[str(result.status)] += 1
         if result.reason:
             self.reasons[result.reason.split(":")[0]] += 1
         for e in result.entities:
@@ -153,11 +153,11 @@ class CropPipeline:
 
         # steps 4-5
         t0 = time.perf_counter()
-        out = [
-            self.projector.project(s.tokens, lang, spans[i], back=back[i], forward=forward[i],
-                                   source_text=english[i], id=s.id, text=s.text, source_lang=self.pivot)
+        out = self.projector.project_many([
+            ProjectionRequest(s.tokens, lang, spans[i], back=back[i], forward=forward[i], source_text=english[i],
+                              id=s.id, text=s.text, source_lang=self.pivot)
             for i, s in enumerate(batch)
-        ]
+        ])
         self.stats.seconds["project"] += time.perf_counter() - t0
         return out
 

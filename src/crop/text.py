@@ -31,6 +31,7 @@ _EN_CLITIC_RE = re.compile(rf"^(.+?)([{_APOS}](?:s|S|re|ve|ll|d|m)|n[{_APOS}]t)$
 
 _NO_SPACE_BEFORE = frozenset(",.;:!?)]}%»”…")
 _NO_SPACE_AFTER = frozenset("([{¿¡«“")
+_EN_SUFFIXES = frozenset({"'s", "n't", "’s", "'re", "'ve", "'ll", "'d", "'m"})
 
 
 def tokenize(text: str, lang: str = "") -> tuple[list[str], list[tuple[int, int]]]:
@@ -69,7 +70,9 @@ def detokenize(tokens: Sequence[str], lang: str = "") -> tuple[str, list[tuple[i
     for i, tok in enumerate(tokens):
         space = i > 0
         if space:
-            if tok and (tok[0] in _NO_SPACE_BEFORE or tok in ("'s", "n't", "’s", "'re", "'ve", "'ll", "'d", "'m")) or prev and (prev in _NO_SPACE_AFTER or (prev[-1] in _APOS and prev[:-1].isalpha())):
+            glued_to_prev = tok[:1] in _NO_SPACE_BEFORE or tok in _EN_SUFFIXES
+            glued_to_next = prev in _NO_SPACE_AFTER or (prev[-1:] in _APOS and prev[:-1].isalpha())
+            if tok and glued_to_prev or prev and glued_to_next:
                 space = False
             elif tok == '"':
                 space = not open_quote

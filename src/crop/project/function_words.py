@@ -3,6 +3,8 @@ leaves out in another ("la Universitat de Lleida", "d'OTAN", "the European Union
 
 from __future__ import annotations
 
+from functools import cache
+
 from crop.text import normalize
 
 _WORDS = {
@@ -18,6 +20,7 @@ _WORDS = {
 _ALL = frozenset(normalize(w) for words in _WORDS.values() for w in words.split())
 
 
+@cache
 def function_words(lang: str) -> frozenset[str]:
     words = _WORDS.get(lang)
     if words is None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from difflib import SequenceMatcher
+from functools import lru_cache
 
 from rapidfuzz import fuzz
 
@@ -16,6 +17,17 @@ from crop.project.function_words import function_words, is_function_word
 from crop.text import CHAR_LEVEL_LANGS, is_punct, normalize
 
 Candidate = tuple[int, int, float]
+
+
+@lru_cache(maxsize=500_000)
+def token_key(token: str, lang: str) -> tuple[str, bool, bool]:
+    """(normalized form, is a content word, is a capitalized function word) of a token."""
+    n = normalize(token)
+    if is_punct(n):
+        return n, False, False
+    if is_function_word(n, function_words(lang)):
+        return n, False, token[:1].isupper()
+    return n, True, False
 
 
 @dataclass
@@ -29,13 +41,10 @@ class Sentence:
     counts: dict[str, int] = field(init=False)
 
     def __post_init__(self) -> None:
-        fw = function_words(self.lang)
-        self.norm = [normalize(t) for t in self.tokens]
+        keys = [token_key(t, self.lang) for t in self.tokens]
+        self.norm = [k[0] for k in keys]
         # a capitalized article inside a sentence belongs to a name (La Haya, El Salvador, Los Angeles)
-        self.content = [
-            not is_punct(n) and (not is_function_word(n, fw) or (i > 0 and t[:1].isupper()))
-            for i, (t, n) in enumerate(zip(self.tokens, self.norm, strict=True))
-        ]
+        self.content = [k[1] or (k[2] and i > 0) for i, k in enumerate(keys)]
         counts: dict[str, int] = {}
         for n in self.norm:
             counts[n] = counts.get(n, 0) + 1

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Literal
 
 from crop.labels import spans_to_bio
@@ -50,6 +51,21 @@ class ProjectorConfig:
 
 
 @dataclass
+class ProjectionRequest:
+    """Everything the projector knows about one sentence (see `Projector.project`)."""
+
+    tokens: Sequence[str]
+    lang: str
+    source: Sequence[Span]
+    back: LabeledResult | None = None
+    forward: AlignedTranslation | None = None
+    source_text: str | None = None
+    id: str = ""
+    text: str | None = None
+    source_lang: str = "en"
+
+
+@dataclass
 class _Entity:
     ref: int
     label: str
@@ -65,7 +81,14 @@ class Projector:
         self.config = config or ProjectorConfig()
         self._langid: dict[tuple[str, str], LanguageID] = {}
 
-    # -- the public entry point -----------------------------------------------------------------------------
+    # -- the public entry points ----------------------------------------------------------------------------
+
+    def project_many(self, requests: Sequence[ProjectionRequest]) -> list[ProjectionResult]:
+        """Project a batch; the language-id filter runs over the whole batch at once."""
+        results = [self._match(**vars(r)) for r in requests]
+        if self.config.langid:
+            self._language_filter(requests, results)
+        return results
 
     def project(
         self,
@@ -81,11 +104,26 @@ class Projector:
     ) -> ProjectionResult:
         """Project `source` (entities of the English sentence `source_text`) onto the raw sentence `tokens`
         using the labeled back-translation `back` and the word-aligned forward translation `forward`."""
+        return self.project_many([ProjectionRequest(tokens, lang, source, back, forward, source_text, id, text,
+                                                    source_lang)])[0]
+
+    def _match(
+        self,
+        tokens: Sequence[str],
+        lang: str,
+        source: Sequence[Span],
+        back: LabeledResult | None = None,
+        forward: AlignedTranslation | None = None,
+        source_text: str | None = None,
+        id: str = "",
+        text: str | None = None,
+        source_lang: str = "en",
+    ) -> ProjectionResult:
         cfg = self.config
         raw = m.Sentence(tokens, lang)
         entities = [
             _Entity(ref=i, label=s.label, source=s,
-                    src_norm=[normalize(t) for t in tokenize(s.text, source_lang)[0]])
+                    src_norm=_entity_norm(s.text, source_lang))
             for i, s in enumerate(source)
         ]
         trans = None
@@ -185,10 +223,6 @@ class Projector:
         reason = None
         if len(tokens) > cfg.max_tokens:
             reason = f"too long: {len(tokens)} tokens > {cfg.max_tokens}"
-        elif cfg.langid and forward is not None and not self._is_lang(forward.text, source_lang, lang):
-            reason = f"forward translation is not {source_lang}"
-        elif cfg.langid and back is not None and not self._is_lang(back.text, lang, source_lang):
-            reason = f"back-translation is not {lang}"
         elif unmatched and (cfg.policy == "strict" or not projected):
             reason = f"unmatched entities: {len(unmatched)} of {len(entities)}"
         elif not projected and cfg.drop_all_o:
@@ -197,11 +231,34 @@ class Projector:
             id=id, lang=lang, text=text, tokens=tokens, tags=tags, entities=projected, unmatched=unmatched,
             status=Status.discarded if reason else Status.kept, reason=reason)
 
-    def _is_lang(self, text: str, lang: str, other: str) -> bool:
-        key = (lang, other)
-        if key not in self._langid:
-            self._langid[key] = LanguageID([lang, other])
-        return self._langid[key].is_lang(text, lang, self.config.langid_min_prob)
+    def _language_filter(self, requests: Sequence[ProjectionRequest], results: list[ProjectionResult]) -> None:
+        """Discard sentences whose forward translation is not in the pivot language or whose
+        back-translation is not in the target language (a translator that copied its input, say). The check
+        comes before the other reasons: it says the evidence itself is unreliable."""
+        checks: dict[tuple[str, str], list[tuple[int, str, str]]] = {}
+        for i, r in enumerate(requests):
+            fwd_text = r.forward.text if r.forward is not None else None
+            if fwd_text:
+                checks.setdefault((r.source_lang, r.lang), []).append((i, fwd_text, "forward"))
+            if r.back is not None and r.back.text:
+                checks.setdefault((r.lang, r.source_lang), []).append((i, r.back.text, "back"))
+        for (lang, other), items in checks.items():
+            if (lang, other) not in self._langid:
+                self._langid[(lang, other)] = LanguageID([lang, other])
+            verdicts = self._langid[(lang, other)].is_lang([t for _, t, _ in items], lang,
+                                                           self.config.langid_min_prob)
+            for (i, _, kind), ok in zip(items, verdicts, strict=True):
+                res = results[i]
+                if ok or (res.reason or "").startswith("too long"):
+                    continue
+                what = "forward translation" if kind == "forward" else "back-translation"
+                res.status = Status.discarded
+                res.reason = f"{what} is not {lang}"
+
+
+@lru_cache(maxsize=100_000)
+def _entity_norm(text: str, lang: str) -> list[str]:
+    return [normalize(t) for t in tokenize(text, lang)[0]]
 
 
 def _strip_function_words(norm: list[str]) -> list[str]:

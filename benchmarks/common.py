@@ -1,0 +1,89 @@
+"""Shared helpers of the benchmarks: the dev data, translations computed once per language."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from crop.io import InputSentence, read_jsonl
+from crop.pipeline import english_spans
+from crop.project import ProjectionRequest
+from crop.types import AlignedTranslation, LabeledItem, LabeledResult, Span
+
+LANGS = ("es", "ca", "gl")
+
+
+def shared_data() -> Path:
+    env = os.environ.get("CROP_SHARED_DATA")
+    return Path(env) if env else Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def load_dev(lang: str) -> list[InputSentence]:
+    return list(read_jsonl(shared_data() / "dev" / f"{lang}.dev.jsonl", lang))
+
+
+@dataclass
+class Translated:
+    """Everything the engines produce for one dev set, in gold-English mode and end to end."""
+
+    sentences: list[InputSentence]
+    gold_english: list[tuple[str, list[Span]]]
+    gold_back: list[LabeledResult | None]
+    forward_aligned: list[AlignedTranslation]
+    e2e_english: list[str]
+    e2e_spans: list[list[Span]]
+    e2e_back: list[LabeledResult | None]
+    seconds: dict[str, float]
+
+    def requests(self, mode: str, use_forward: bool = True) -> list[ProjectionRequest]:
+        out = []
+        for i, s in enumerate(self.sentences):
+            if mode == "gold":
+                text, spans = self.gold_english[i]
+                back = self.gold_back[i]
+            else:
+                text, spans, back = self.e2e_english[i], self.e2e_spans[i], self.e2e_back[i]
+            out.append(ProjectionRequest(s.tokens, s.lang, spans, back,
+                                         self.forward_aligned[i] if use_forward else None, text, s.id, s.text))
+        return out
+
+
+def translate_dev(translator, tagger, lang: str) -> Translated:
+    sents = load_dev(lang)
+    secs: dict[str, float] = {}
+
+    def timed(name, fn, *args):
+        t0 = time.perf_counter()
+        out = fn(*args)
+        secs[name] = secs.get(name, 0.0) + time.perf_counter() - t0
+        return out
+
+    gold = [english_spans(s.en_tokens or [], s.en_tags or []) for s in sents]
+    gold_back = _back(translator, gold, lang, timed)
+    aligned = timed("align", translator.translate_aligned, [s.tokens for s in sents], lang, "en")
+    e2e_text = timed("forward", translator.translate, [s.text for s in sents], lang, "en")
+    e2e_spans = timed("tag", tagger.tag, e2e_text, "en")
+    e2e_back = _back(translator, list(zip(e2e_text, e2e_spans, strict=True)), lang, timed)
+    return Translated(sents, gold, gold_back, aligned, e2e_text, e2e_spans, e2e_back, secs)
+
+
+def _back(translator, english: list[tuple[str, list[Span]]], lang: str, timed) -> list[LabeledResult | None]:
+    idx = [i for i, (_, spans) in enumerate(english) if spans]
+    res = timed("back", translator.translate_labeled, [LabeledItem(text=english[i][0], spans=english[i][1])
+                                                        for i in idx], "en", lang)
+    out: list[LabeledResult | None] = [None] * len(english)
+    for i, r in zip(idx, res, strict=True):
+        out[i] = r
+    return out
+
+
+def emit(name: str, result: dict) -> None:
+    """Print the JSON summary and keep a copy under benchmarks/results/."""
+    text = json.dumps(result, indent=2, ensure_ascii=False)
+    print(text)
+    out = Path(__file__).resolve().parent / "results"
+    out.mkdir(exist_ok=True)
+    (out / f"{name}.json").write_text(text + "\n")

@@ -1,0 +1,71 @@
+"""Speed: (a) the projector alone (matching and filters, translations precomputed) in sentences/s on one core;
+(b) the whole pipeline (Apertium + spaCy + projector) on raw text, with the time of each stage.
+
+    python benchmarks/throughput.py [--seconds 5] [--pipeline-sentences 500]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from itertools import islice
+
+from common import LANGS, emit, shared_data, translate_dev
+
+from crop.io import read_text
+from crop.pipeline import CropPipeline
+from crop.project import ALL_METHODS, Projector, ProjectorConfig
+from crop.tag.spacy import SpacyTagger
+from crop.translate.apertium import ApertiumTranslator
+
+
+def projector_rate(requests, methods, seconds: float, batch: int = 64) -> float:
+    proj = Projector(ProjectorConfig(methods=methods))
+    proj.project_many(requests[:batch])  # load the language-id model outside the timing
+    n, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        for i in range(0, len(requests), batch):
+            proj.project_many(requests[i:i + batch])
+        n += len(requests)
+    return n / (time.perf_counter() - t0)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--seconds", type=float, default=5.0)
+    ap.add_argument("--pipeline-sentences", type=int, default=500)
+    args = ap.parse_args()
+    if hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})  # one core
+    translator, tagger = ApertiumTranslator(), SpacyTagger()
+    requests = []
+    for lang in LANGS:
+        tr = translate_dev(translator, tagger, lang)
+        requests += tr.requests("gold") + tr.requests("e2e")
+    report = {
+        "cores": 1,
+        "projector": {
+            "sentences": len(requests),
+            "sentences_per_second": {
+                "crop_all_methods": round(projector_rate(requests, ALL_METHODS, args.seconds)),
+                "exact_only": round(projector_rate(requests, ("exact",), args.seconds)),
+            },
+        },
+    }
+    pipe = CropPipeline(translator, tagger, Projector(), batch_size=64)
+    sents = list(islice(read_text(shared_data() / "raw" / "es.txt", "es"), args.pipeline_sentences))
+    t0 = time.perf_counter()
+    for _ in pipe.run(sents):
+        pass
+    wall = time.perf_counter() - t0
+    stats = pipe.stats.as_dict()
+    report["pipeline_es"] = {"sentences": len(sents), "wall_seconds": round(wall, 2),
+                             "sentences_per_second": round(len(sents) / wall, 1),
+                             "seconds_per_stage": stats["seconds"], "share_per_stage": stats["share"],
+                             "status": {str(k): v for k, v in stats["status"].items()}}
+    emit("throughput", report)
+
+
+if __name__ == "__main__":
+    main()
