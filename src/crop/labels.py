@@ -94,12 +94,12 @@ def bio_to_spans(tags: Sequence[str]) -> list[TokenSpan]:
 def spans_to_bio(n: int, spans: Iterable[TokenSpan]) -> list[str]:
     """BIO tags over n tokens; spans must not overlap."""
     tags = ["O"] * n
-    for start, end, label in sorted(spans):
+    for start, end, label in spans:
         if not 0 <= start < end <= n:
             raise ValueError(f"span ({start}, {end}) outside 0..{n}")
-        if any(t != "O" for t in tags[start:end]):
+        if tags[start] != "O" or tags[end - 1] != "O" or any(t != "O" for t in tags[start + 1 : end - 1]):
             raise ValueError(f"span ({start}, {end}, {label}) overlaps another span")
-        tags[start] = f"B-{label}"
-        for i in range(start + 1, end):
-            tags[i] = f"I-{label}"
+        tags[start] = "B-" + label
+        if end - start > 1:
+            tags[start + 1 : end] = ["I-" + label] * (end - start - 1)
     return tags

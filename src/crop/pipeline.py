@@ -155,7 +155,7 @@ class CropPipeline:
         t0 = time.perf_counter()
         out = self.projector.project_many([
             ProjectionRequest(s.tokens, lang, spans[i], back=back[i], forward=forward[i], source_text=english[i],
-                              id=s.id, text=s.text, source_lang=self.pivot)
+                              id=s.id, text=s.text, source_lang=self.pivot, offsets=s.offsets)
             for i, s in enumerate(batch)
         ])
         self.stats.seconds["project"] += time.perf_counter() - t0

@@ -17,15 +17,16 @@ _CJK = (
 _APOS = "'’"
 _TOKEN_RE = re.compile(
     rf"""
-    (?:(?<![^\W\d_])(?:[ldmnstjcLDMNSTJC]|[Qq]u|[Ss]ull|[Dd]ell|[Nn]ell|[Aa]ll)[{_APOS}](?=[^\W\d_]))
-    |(?:[^\W\d_]{{1,3}}\.){{2,}}                      # abbreviations with inner dots: U.S. EE.UU.
-    |\d+(?:[.,:/]\d+)*(?:-?[^\W_]+)*              # numbers, dates, times, 5th, 1950s, 6,000-euro
-    |[{_CJK}]                                      # one character of a script without spaces
-    |(?:[^\W_]|[^\x00-\x7f{_CJK}\W])+(?:[-·.]?[^\W_]+)*(?:[{_APOS}][^\W\d_]+(?:[-·][^\W_]+)*)*
-    |\S                                            # anything else: one punctuation mark or symbol
+    (?:[^\W\d_]{{1,3}}\.){{2,}}                       # abbreviations with inner dots: U.S. EE.UU.
+    |\d+(?:[.,:/]\d+)*(?:-?[^\W_]+)*                  # numbers, dates, times, 5th, 1950s, 6,000-euro
+    |[{_CJK}]                                        # one character of a script without spaces
+    |[^\W_]+(?:[-·.][^\W_]+)*(?:[{_APOS}][^\W_]+(?:[-·][^\W_]+)*)*   # words, with inner hyphens and apostrophes
+    |\S                                              # anything else: one punctuation mark or symbol
     """,
     re.VERBOSE,
 )
+# an elided article or preposition at the start of a word: l'OTAN d'Exteriors qu'ell dell'Italia
+_ELISION_RE = re.compile(rf"^((?:[ldmnstjcLDMNSTJC]|[Qq]u|[Ss]ull|[Dd]ell|[Nn]ell|[Aa]ll)[{_APOS}])(?=[^\W\d_])")
 _CJK_SPLIT_RE = re.compile(f"[{_CJK}]|[^{_CJK}]+")
 _EN_CLITIC_RE = re.compile(rf"^(.+?)([{_APOS}](?:s|S|re|ve|ll|d|m)|n[{_APOS}]t)$")
 
@@ -48,6 +49,11 @@ def tokenize(text: str, lang: str = "") -> tuple[list[str], list[tuple[int, int]
             for piece in _CJK_SPLIT_RE.finditer(tok):
                 tokens.append(piece.group())
                 offsets.append((start + piece.start(), start + piece.end()))
+            continue
+        if ("'" in tok or "’" in tok) and not english and (em := _ELISION_RE.match(tok)):
+            head = em.group(1)
+            tokens += [head, tok[len(head):]]
+            offsets += [(start, start + len(head)), (start + len(head), m.end())]
             continue
         if english and (cm := _EN_CLITIC_RE.match(tok)):
             head = cm.group(1)

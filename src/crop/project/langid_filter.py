@@ -15,22 +15,20 @@ from functools import cache
 
 import numpy as np
 
-_MAX_ORDER = 8  # longest byte n-gram we look for; the model's features are shorter (checked when loading)
+_MAX_ORDER = 8  # how deep to walk langid's automaton; its features are byte 1- to 4-grams
 
 
 @dataclass(frozen=True)
 class _Features:
-    """langid.py's byte n-gram features: direct lookup tables for n <= 3 (feature id, or -1), sorted codes
-    for longer n-grams, and for each n the set of (n)-byte prefixes of longer features (an n+1-gram can only
-    be a feature where its first n bytes are such a prefix)."""
+    """langid.py's byte n-gram features as a trie: row r of `ids` / `nxt` is a prefix; column b a next byte;
+    `ids[r, b]` the feature id of prefix+b (or -1), `nxt[r, b]` the row of prefix+b when that is itself the
+    prefix of a longer feature (or -1). Small enough to stay in cache, unlike a table over all 3-byte values."""
 
     nb_ptc: np.ndarray
     nb_pc: np.ndarray
     classes: list[str]
-    table: dict[int, np.ndarray]  # n -> array over all n-byte values
-    prefix: dict[int, np.ndarray]  # n -> bool array over all n-byte values (n <= 3)
-    long_codes: np.ndarray  # sorted codes of features longer than 3 bytes (length-tagged)
-    long_ids: np.ndarray
+    ids: np.ndarray
+    nxt: np.ndarray
     longest: int
 
 
@@ -65,26 +63,18 @@ def _model() -> _Features:
             if f not in pattern or len(s) < len(pattern[f]):
                 pattern[f] = s
     longest = max(len(p) for p in pattern.values())
-    table = {n: np.full(256**n, -1, dtype=np.int32) for n in (1, 2, 3)}
-    prefix = {n: np.zeros(256**n, dtype=bool) for n in (1, 2, 3)}
-    long_codes, long_ids = [], []
+    rows: dict[bytes, int] = {b"": 0}
+    for p in sorted(pattern.values(), key=len):
+        for k in range(1, len(p)):
+            rows.setdefault(p[:k], len(rows))
+    ids = np.full((len(rows), 256), -1, dtype=np.int32)
+    nxt = np.full((len(rows), 256), -1, dtype=np.int32)
     for f, p in pattern.items():
-        if len(p) <= 3:
-            table[len(p)][int.from_bytes(p, "big")] = f
-        else:
-            long_codes.append(_code(p))
-            long_ids.append(f)
-        for n in range(1, min(len(p), 4)):
-            prefix[n][int.from_bytes(p[:n], "big")] = True
-    codes = np.array(long_codes, dtype=np.uint64)
-    order = np.argsort(codes)
-    return _Features(ident.nb_ptc, ident.nb_pc, list(ident.nb_classes), table, prefix, codes[order],
-                     np.array(long_ids, dtype=np.int64)[order], longest)
-
-
-def _code(b: bytes) -> int:
-    """An n-gram as an integer, its length in the top byte so that n-grams of different lengths differ."""
-    return (len(b) << 56) | int.from_bytes(b, "big")
+        ids[rows[p[:-1]], p[-1]] = f
+    for q, r in rows.items():
+        if q:
+            nxt[rows[q[:-1]], q[-1]] = r
+    return _Features(ident.nb_ptc, ident.nb_pc, list(ident.nb_classes), ids, nxt, longest)
 
 
 class LanguageID:
@@ -105,39 +95,30 @@ class LanguageID:
         if not texts:
             return out
         f = self._f
-        data = [t.encode("utf8") for t in texts]
-        lengths = np.fromiter((len(d) for d in data), dtype=np.int64, count=len(data))
-        buf = np.frombuffer(b"".join(data), dtype=np.uint8).astype(np.int64)
-        total = len(buf)
-        owner = np.repeat(np.arange(len(texts)), lengths)
-        # bytes left in its own text from each position (an n-gram must not cross into the next text)
-        left = np.repeat(np.cumsum(lengths), lengths) - np.arange(total)
-        rows: list[np.ndarray] = []
+        # texts joined by NUL, a byte no feature contains, so that no n-gram crosses from one text to the next
+        data = [t.encode("utf8").replace(b"\0", b" ") for t in texts]
+        starts = np.cumsum([0] + [len(d) + 1 for d in data[:-1]])
+        buf = np.frombuffer(b"\0".join(data) + b"\0" * (f.longest + 1), dtype=np.uint8).astype(np.int32)
+        ids, nxt = f.ids.ravel(), f.nxt.ravel()
+        hits: list[np.ndarray] = []
         feats: list[np.ndarray] = []
-        code = buf.copy()
-        live = np.arange(total)  # start positions whose n-gram prefix can still grow into a feature
+        live = np.arange(len(buf) - f.longest - 1)  # start positions whose bytes so far prefix some feature
+        flat = buf[: len(live)]
+        node = np.zeros(len(live), dtype=np.int32)
         for n in range(1, f.longest + 1):
             if n > 1:
-                fits = left[live] >= n
-                live, code = live[fits], code[fits]
-                code = (code << 8) | buf[live + n - 1]
-            if n <= 3:
-                ids = f.table[n][code]
-                hit = ids >= 0
-                rows.append(owner[live[hit]])
-                feats.append(ids[hit])
-                keep = f.prefix[n][code] if n < f.longest else np.zeros(len(code), dtype=bool)
-                live, code = live[keep], code[keep]
-            else:
-                keys = code.astype(np.uint64) | np.uint64(n << 56)
-                idx = np.searchsorted(f.long_codes, keys)
-                idx[idx >= len(f.long_codes)] = 0
-                hit = f.long_codes[idx] == keys
-                rows.append(owner[live[hit]])
-                feats.append(f.long_ids[idx[hit]])
+                flat = node * 256 + buf.take(live + (n - 1))
+            fid = ids.take(flat)
+            hit = fid >= 0
+            hits.append(live[hit])
+            feats.append(fid[hit])
+            node = nxt.take(flat)
+            grow = node >= 0
+            live, node = live[grow], node[grow]
             if not len(live):
                 break
-        r, fe = np.concatenate(rows), np.concatenate(feats)
+        r = np.searchsorted(starts, np.concatenate(hits), side="right") - 1
+        fe = np.concatenate(feats)
         for c in range(len(self.languages)):
             out[:, c] += np.bincount(r, weights=self._ptc[fe, c], minlength=len(texts))
         return out

@@ -7,9 +7,8 @@ chooses among the candidates of all entities so that the spans do not overlap (s
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from difflib import SequenceMatcher
-from functools import lru_cache
+from functools import cached_property
 
 from rapidfuzz import fuzz
 
@@ -19,7 +18,23 @@ from crop.text import CHAR_LEVEL_LANGS, is_punct, normalize
 Candidate = tuple[int, int, float]
 
 
-@lru_cache(maxsize=500_000)
+_KEYS: dict[str, dict[str, tuple[str, bool, bool]]] = {}
+_KEYS_MAX = 200_000  # per language; a cache that fills up is cleared (Zipf: the frequent words come back)
+
+
+def token_keys(tokens: Sequence[str], lang: str) -> list[tuple[str, bool, bool]]:
+    cache = _KEYS.get(lang)
+    if cache is None or len(cache) > _KEYS_MAX:
+        cache = _KEYS[lang] = {}
+    out = []
+    for t in tokens:
+        k = cache.get(t)
+        if k is None:
+            k = cache[t] = token_key(t, lang)
+        out.append(k)
+    return out
+
+
 def token_key(token: str, lang: str) -> tuple[str, bool, bool]:
     """(normalized form, is a content word, is a capitalized function word) of a token."""
     n = normalize(token)
@@ -30,25 +45,34 @@ def token_key(token: str, lang: str) -> tuple[str, bool, bool]:
     return n, True, False
 
 
-@dataclass
 class Sentence:
-    """A tokenized sentence with the precomputed keys that matching compares."""
+    """A tokenized sentence with the keys that matching compares, computed on first use (exact matching, which
+    places most entities, needs none of them)."""
 
-    tokens: Sequence[str]
-    lang: str
-    norm: list[str] = field(init=False)
-    content: list[bool] = field(init=False)  # not a function word nor punctuation
-    counts: dict[str, int] = field(init=False)
+    def __init__(self, tokens: Sequence[str], lang: str) -> None:
+        self.tokens = tokens
+        self.lang = lang
 
-    def __post_init__(self) -> None:
-        keys = [token_key(t, self.lang) for t in self.tokens]
-        self.norm = [k[0] for k in keys]
-        # a capitalized article inside a sentence belongs to a name (La Haya, El Salvador, Los Angeles)
-        self.content = [k[1] or (k[2] and i > 0) for i, k in enumerate(keys)]
+    @cached_property
+    def _keys(self) -> list[tuple[str, bool, bool]]:
+        return token_keys(self.tokens, self.lang)
+
+    @cached_property
+    def norm(self) -> list[str]:
+        return [k[0] for k in self._keys]
+
+    @cached_property
+    def content(self) -> list[bool]:
+        """Not punctuation nor a function word; a capitalized article inside a sentence belongs to a name
+        (La Haya, El Salvador, Los Angeles)."""
+        return [k[1] or (k[2] and i > 0) for i, k in enumerate(self._keys)]
+
+    @cached_property
+    def counts(self) -> dict[str, int]:
         counts: dict[str, int] = {}
         for n in self.norm:
             counts[n] = counts.get(n, 0) + 1
-        self.counts = counts
+        return counts
 
     def __len__(self) -> int:
         return len(self.tokens)
@@ -68,7 +92,17 @@ def find_all(hay: Sequence[str], needle: Sequence[str]) -> list[int]:
     if n == 0 or n > len(hay):
         return []
     first = needle[0]
-    return [i for i in range(len(hay) - n + 1) if hay[i] == first and hay[i : i + n] == needle]
+    out: list[int] = []
+    i = -1
+    last = len(hay) - n
+    index = hay.index
+    while True:
+        try:
+            i = index(first, i + 1, last + 1)
+        except ValueError:
+            return out
+        if n == 1 or hay[i : i + n] == needle:
+            out.append(i)
 
 
 def _by_position(starts: list[int], expected: float) -> list[int]:
@@ -133,15 +167,23 @@ def fuzzy(raw: Sentence, norm: Sequence[str], threshold: float, lang: str) -> li
     return [(best[0], best[1], best[2] / 100 * 0.8)] if best else []
 
 
-def context(raw: Sentence, trans: Sentence, start: int, end: int) -> list[Candidate]:
+def anchors(raw: Sentence, trans: Sentence) -> list[tuple[int, int]]:
+    """(translation token, raw token) pairs equal after normalization, in order (difflib's matching blocks)."""
+    pairs: list[tuple[int, int]] = []
+    for bt, br, size in SequenceMatcher(None, trans.norm, raw.norm, autojunk=False).get_matching_blocks():
+        pairs.extend((bt + k, br + k) for k in range(size))
+    return pairs
+
+
+def context(raw: Sentence, trans: Sentence, start: int, end: int,
+            pairs: list[tuple[int, int]] | None = None) -> list[Candidate]:
     """Place the entity by the words around it: align the back-translation with the raw sentence on tokens
     that are equal after normalization (difflib's longest matching blocks, so the alignment is monotone).
     Each boundary of the entity is fixed by an anchor right next to it (outside) or by an anchored word of
     the entity itself (inside); with one boundary fixed, the entity keeps its length (Donald Triunfo /
     Donald Trump, Philip II / Felipe II, Belarús / Bielorrusia)."""
-    pairs: list[tuple[int, int]] = []
-    for bt, br, size in SequenceMatcher(None, trans.norm, raw.norm, autojunk=False).get_matching_blocks():
-        pairs.extend((bt + k, br + k) for k in range(size))
+    if pairs is None:
+        pairs = anchors(raw, trans)
     anchored_raw = {r for _, r in pairs}
     t2r = dict(pairs)
     lo = hi = None

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from typing import Literal
 
 from crop.labels import spans_to_bio
@@ -63,6 +63,41 @@ class ProjectionRequest:
     id: str = ""
     text: str | None = None
     source_lang: str = "en"
+    offsets: Sequence[tuple[int, int]] | None = None  # of `tokens` in `text`, when known
+
+
+@dataclass
+class _Marked:
+    """The words of one marked span of the back-translation, without edge function words and punctuation."""
+
+    tokens: list[str]
+    norm: list[str]
+    content: list[bool]
+    lo: int  # core = tokens[lo:hi]
+    hi: int
+    start: int  # character offsets of the core in the back-translation
+    end: int
+
+
+@lru_cache(maxsize=100_000)
+def _marked_words(text: str, lang: str, initial: bool) -> tuple[list[str], list[str], list[bool], int, int,
+                                                                 list[tuple[int, int]]]:
+    tokens, offsets = tokenize(text, lang)
+    keys = m.token_keys(tokens, lang)
+    content = [k[1] or (k[2] and (i > 0 or not initial)) for i, k in enumerate(keys)]
+    lo, hi = 0, len(tokens)
+    while lo < hi and not content[lo]:
+        lo += 1
+    while hi > lo and not content[hi - 1]:
+        hi -= 1
+    return tokens, [k[0] for k in keys], content, lo, hi, offsets
+
+
+def _marked(span: Span, lang: str) -> _Marked:
+    tokens, norm, content, lo, hi, offsets = _marked_words(span.text, lang, span.start == 0)
+    start = span.start + offsets[lo][0] if lo < hi else span.start
+    end = span.start + offsets[hi - 1][1] if lo < hi else span.start
+    return _Marked(tokens, norm, content, lo, hi, start, end)
 
 
 @dataclass
@@ -71,9 +106,34 @@ class _Entity:
     label: str
     source: Span
     src_norm: list[str]
-    marked: tuple[int, int] | None = None  # token span in the back-translation
-    pieces: list[tuple[int, int]] = field(default_factory=list)  # further pieces of a split entity
-    candidates: dict[str, list[m.Candidate]] = field(default_factory=dict)
+    marked: _Marked | None = None
+    pieces: list[_Marked] = field(default_factory=list)  # further pieces of a span the translator split
+
+
+class _Translation:
+    """The back-translation as a sentence, tokenized only when a method needs the context of an entity."""
+
+    def __init__(self, back: LabeledResult, lang: str) -> None:
+        self.back = back
+        self.lang = lang
+        self._anchors: list[tuple[int, int]] | None = None
+
+    def anchors(self, raw: m.Sentence) -> list[tuple[int, int]]:
+        if self._anchors is None:
+            self._anchors = m.anchors(raw, self.sentence)
+        return self._anchors
+
+    @cached_property
+    def _tokenized(self) -> tuple[m.Sentence, list[tuple[int, int]]]:
+        tokens, offsets = tokenize(self.back.text, self.lang)
+        return m.Sentence(tokens, self.lang), offsets
+
+    @property
+    def sentence(self) -> m.Sentence:
+        return self._tokenized[0]
+
+    def token_span(self, start: int, end: int) -> tuple[int, int] | None:
+        return char_to_token_span(self._tokenized[1], start, end)
 
 
 class Projector:
@@ -101,11 +161,12 @@ class Projector:
         id: str = "",
         text: str | None = None,
         source_lang: str = "en",
+        offsets: Sequence[tuple[int, int]] | None = None,
     ) -> ProjectionResult:
         """Project `source` (entities of the English sentence `source_text`) onto the raw sentence `tokens`
         using the labeled back-translation `back` and the word-aligned forward translation `forward`."""
         return self.project_many([ProjectionRequest(tokens, lang, source, back, forward, source_text, id, text,
-                                                    source_lang)])[0]
+                                                    source_lang, offsets)])[0]
 
     def _match(
         self,
@@ -118,6 +179,7 @@ class Projector:
         id: str = "",
         text: str | None = None,
         source_lang: str = "en",
+        offsets: Sequence[tuple[int, int]] | None = None,
     ) -> ProjectionResult:
         cfg = self.config
         raw = m.Sentence(tokens, lang)
@@ -128,18 +190,13 @@ class Projector:
         ]
         trans = None
         if back is not None:
-            t_tokens, t_offsets = tokenize(back.text, lang)
-            trans = m.Sentence(t_tokens, lang)
+            trans = _Translation(back, lang)
             for span in back.spans:
-                if span.ref is None or not 0 <= span.ref < len(entities):
-                    continue
-                tok = char_to_token_span(t_offsets, span.start, span.end)
-                if tok is not None:
-                    entities[span.ref].marked = tok
+                if span.ref is not None and 0 <= span.ref < len(entities) and span.text:
+                    entities[span.ref].marked = _marked(span, lang)
             for span in back.fragments:
-                tok = char_to_token_span(t_offsets, span.start, span.end)
-                if tok is not None and span.ref is not None and entities[span.ref].marked is not None:
-                    entities[span.ref].pieces.append(tok)
+                if span.ref is not None and 0 <= span.ref < len(entities) and span.text:
+                    entities[span.ref].pieces.append(_marked(span, lang))
 
         placed: dict[int, tuple[int, int, float, str]] = {}
         taken = [False] * len(raw)
@@ -149,7 +206,7 @@ class Projector:
                 break
             proposals = []
             for e in pending:
-                for cand in self._candidates(method, e, raw, trans, forward, source_text, len(source_text or "")):
+                for cand in self._candidates(method, e, raw, trans, forward, source_text):
                     proposals.append((-cand[2], e.ref, cand))
             proposals.sort()
             for _, ref, (lo, hi, score) in proposals:
@@ -159,35 +216,34 @@ class Projector:
                 for i in range(lo, hi):
                     taken[i] = True
 
-        return self._verdict(raw, entities, placed, back, forward, id, text, lang, source_lang)
+        return self._verdict(raw, entities, placed, back, id, text, offsets, lang)
 
     # -- candidates ----------------------------------------------------------------------------------------
 
-    def _candidates(self, method: str, e: _Entity, raw: m.Sentence, trans: m.Sentence | None,
-                    forward: AlignedTranslation | None, source_text: str | None, _n: int) -> list[m.Candidate]:
+    def _candidates(self, method: str, e: _Entity, raw: m.Sentence, trans: _Translation | None,
+                    forward: AlignedTranslation | None, source_text: str | None) -> list[m.Candidate]:
         if method in _NEEDS_MARKS:
-            if e.marked is None or trans is None:
-                return []
-            lo, hi = m.core(trans, *e.marked)
-            if lo >= hi:
+            mk = e.marked
+            if mk is None or trans is None or mk.lo >= mk.hi:
                 return []
             if e.pieces:
                 # split by the translator: only the words of all pieces together locate it
                 if method != "crop_rule":
                     return []
-                words = [trans.norm[i] for a, b in [e.marked, *e.pieces] for i in range(a, b) if trans.content[i]]
+                words = [p.norm[i] for p in (mk, *e.pieces) for i in range(len(p.tokens)) if p.content[i]]
                 return m.crop_rule(raw, words, max_words=10)
-            expected = lo / max(len(trans), 1) * len(raw)
+            expected = mk.start / max(len(trans.back.text), 1) * len(raw)
             if method == "exact":
-                return m.exact(raw, trans.tokens[lo:hi], expected)
+                return m.exact(raw, mk.tokens[mk.lo:mk.hi], expected)
             if method == "normalized":
-                return m.normalized(raw, trans.norm[lo:hi], expected)
+                return m.normalized(raw, mk.norm[mk.lo:mk.hi], expected)
             if method == "crop_rule":
-                return m.crop_rule(raw, [trans.norm[i] for i in range(lo, hi) if trans.content[i]])
+                return m.crop_rule(raw, [mk.norm[i] for i in range(mk.lo, mk.hi) if mk.content[i]])
             if method == "context":
-                return m.context(raw, trans, lo, hi)
-            return m.fuzzy(raw, trans.norm[lo:hi], self.config.fuzzy_threshold, raw.lang)
-        expected = (e.source.token_start or 0)
+                tok = trans.token_span(mk.start, mk.end)
+                return m.context(raw, trans.sentence, *tok, trans.anchors(raw)) if tok else []
+            return m.fuzzy(raw, mk.norm[mk.lo:mk.hi], self.config.fuzzy_threshold, raw.lang)
+        expected = e.source.token_start or 0
         if method == "source_copy":
             norm = _strip_function_words(e.src_norm)
             return m.normalized(raw, norm, expected, score=0.9) if norm else []
@@ -198,13 +254,13 @@ class Projector:
     # -- the verdict -------------------------------------------------------------------------------------------
 
     def _verdict(self, raw: m.Sentence, entities: list[_Entity], placed: dict[int, tuple[int, int, float, str]],
-                 back: LabeledResult | None, forward: AlignedTranslation | None, id: str, text: str | None,
-                 lang: str, source_lang: str) -> ProjectionResult:
+                 back: LabeledResult | None, id: str, text: str | None,
+                 offsets: Sequence[tuple[int, int]] | None, lang: str) -> ProjectionResult:
         cfg = self.config
         tokens = list(raw.tokens)
         if text is None:
             text, offsets = detokenize(tokens, lang)
-        else:
+        elif offsets is None and placed:
             offsets = _offsets_in(text, tokens)
         projected = []
         for ref in sorted(placed, key=lambda r: placed[r][0]):
