@@ -10,6 +10,25 @@ from crop.text import tokenize
 from crop.types import LabeledResult
 
 
+def exact_lowercase(tokens: Sequence[str], back: LabeledResult | None, lang: str) -> list[str]:
+    """The naive matcher: each marked span of the back-translation, lowercased, must occur as a token
+    sequence in the lowercased raw sentence (first free occurrence); anything else is lost."""
+    if back is None:
+        return ["O"] * len(tokens)
+    low = [t.lower() for t in tokens]
+    taken = [False] * len(tokens)
+    spans: list[tuple[int, int, str]] = []
+    for span in back.spans:
+        needle = [t.lower() for t in tokenize(span.text, lang)[0]]
+        n = len(needle)
+        for i in range(len(low) - n + 1):
+            if low[i:i + n] == needle and not any(taken[i:i + n]):
+                spans.append((i, i + n, span.label))
+                taken[i:i + n] = [True] * n
+                break
+    return spans_to_bio(len(tokens), spans)
+
+
 def easyproject_fuzzy(tokens: Sequence[str], back: LabeledResult | None, lang: str,
                       threshold: float = 0.5) -> list[str]:
     """EasyProject-style matching: each marked entity of the back-translation goes to the raw n-gram with the

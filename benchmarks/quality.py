@@ -1,7 +1,8 @@
 """Quality on the parallel dev sets (seqeval entity-level P/R/F1), all systems in one run:
 
 - projection alone: gold English labels, Apertium labeled back-translation, then
-  crop's cascade | exact matching only | EasyProject-style fuzzy matching (difflib ratio > 0.5)
+  crop's cascade | exact matching only (the marked span, lowercased, as a raw token sequence) |
+  crop's `exact` method alone (exact after trimming edge articles) | EasyProject-style fuzzy matching
 - end to end: Apertium forward translation, spaCy English NER, labeled back-translation, then the same matchers
 - direct: the English spaCy model run on the target text (no translation)
 
@@ -12,7 +13,7 @@ from __future__ import annotations
 
 import argparse
 
-from baselines import direct_spacy, easyproject_fuzzy
+from baselines import direct_spacy, easyproject_fuzzy, exact_lowercase
 from common import LANGS, emit, translate_dev
 
 from crop.project import ALL_METHODS, Projector, ProjectorConfig
@@ -53,7 +54,9 @@ def main() -> None:
             back = tr.gold_back if mode == "gold" else tr.e2e_back
             res[key] = {
                 "crop": run_projector(tr, mode, ALL_METHODS),
-                "exact_only": run_projector(tr, mode, ("exact",)),
+                "exact_only": score(tr.sentences, [exact_lowercase(s.tokens, b, lang)
+                                                   for s, b in zip(tr.sentences, back, strict=True)]),
+                "crop_exact_method_only": run_projector(tr, mode, ("exact",)),
                 "easyproject_fuzzy": score(tr.sentences, [easyproject_fuzzy(s.tokens, b, lang)
                                                           for s, b in zip(tr.sentences, back, strict=True)]),
             }

@@ -22,7 +22,7 @@ from typing import Literal
 from crop.labels import spans_to_bio
 from crop.project import matching as m
 from crop.project.langid_filter import LanguageID
-from crop.text import char_to_token_span, detokenize, normalize, tokenize
+from crop.text import CHAR_LEVEL_LANGS, char_to_token_span, detokenize, normalize, tokenize
 from crop.types import AlignedTranslation, LabeledResult, ProjectedEntity, ProjectionResult, Span, Status
 
 ALL_METHODS = ("exact", "normalized", "source_copy", "forward", "crop_rule", "context", "fuzzy")
@@ -41,6 +41,9 @@ class ProjectorConfig:
     langid: bool = True
     langid_min_prob: float = 0.9
     fuzzy_threshold: float = 75.0
+    # grow a placed entity over the capitalized words next to it (Filmoteca de | Catalunya): in cased
+    # scripts a name runs as far as its capitals, whatever part of it the English tagger found
+    complete_names: bool = True
 
     def __post_init__(self) -> None:
         unknown = set(self.methods) - set(ALL_METHODS)
@@ -216,6 +219,13 @@ class Projector:
                 for i in range(lo, hi):
                     taken[i] = True
 
+        if cfg.complete_names and raw.lang not in CHAR_LEVEL_LANGS:
+            for ref, (lo, hi, score, method) in list(placed.items()):
+                nlo, nhi = m.complete_name(raw, lo, hi, taken)
+                if (nlo, nhi) != (lo, hi):
+                    for i in range(nlo, nhi):
+                        taken[i] = True
+                    placed[ref] = (nlo, nhi, score, method)
         return self._verdict(raw, entities, placed, back, id, text, offsets, lang)
 
     # -- candidates ----------------------------------------------------------------------------------------
