@@ -274,12 +274,6 @@ def test_more_trusted_method_claims_tokens_first(projector: Projector) -> None:
     assert [u["ref"] for u in res.unmatched] == [0]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="projector.py Projector._match sorts proposals as (-score, ref, (lo, hi, score)) tuples, so among "
-    "equal-score candidates of one entity the leftmost wins; the matchers' position order (closest to the "
-    "entity's expected position first, matching._by_position) is lost",
-)
 def test_repeated_word_goes_to_the_marked_occurrence(projector: Projector) -> None:
     # only the second "Berlin" is an entity: the projection must land on the second "Berlín"
     en = "Berlin is big and Juan lives in Berlin."

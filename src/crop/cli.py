@@ -82,6 +82,10 @@ def project(
         _fail(f"input file {input} does not exist")
     projector = _projector(methods, policy, keep_all_o, no_langid, max_tokens)
     pipe = _pipeline(translator, tagger, projector, batch_size)
+    try:
+        pipe.check(src_lang)
+    except ValueError as exc:
+        _fail(str(exc))
     total = _count_lines(input)
     conll_file = open(conll, "w", encoding="utf-8") if conll else None  # noqa: SIM115 (closed below)
     progress = Progress(TextColumn("[bold]projecting"), BarColumn(), MofNCompleteColumn(),
@@ -131,6 +135,10 @@ def tag(
         _fail("the sentence is empty")
     projector = Projector(ProjectorConfig(policy="partial", drop_all_o=False, langid=False, max_tokens=10**6))
     pipe = _pipeline(translator, tagger, projector, 1)
+    try:
+        pipe.check(lang)
+    except ValueError as exc:
+        _fail(str(exc))
     result = pipe.project_batch([sentence_from_record({"id": "cli", "text": sentence}, lang)])[0]
     if result.status == "failed":
         _fail(result.reason or "failed")

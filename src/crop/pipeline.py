@@ -21,7 +21,7 @@ from crop.labels import bio_to_spans
 from crop.project import ProjectionRequest, Projector
 from crop.tag.base import Tagger
 from crop.text import detokenize
-from crop.translate.base import AligningTranslator, Translator
+from crop.translate.base import AligningTranslator, Translator, UnsupportedPair
 from crop.types import AlignedTranslation, LabeledItem, LabeledResult, ProjectionResult, Span, Status
 
 log = logging.getLogger(__name__)
@@ -68,6 +68,17 @@ class CropPipeline:
         self.batch_size = batch_size
         self.use_alignment = use_alignment and isinstance(translator, AligningTranslator)
         self.stats = PipelineStats()
+
+    def check(self, lang: str, needs_tagger: bool = True) -> None:
+        """Fail early, before any sentence is read, when an engine cannot serve `lang`."""
+        pairs = set(self.translator.pairs())
+        for pair in ((lang, self.pivot), (self.pivot, lang)):
+            if pair not in pairs:
+                served = ", ".join(f"{a}->{b}" for a, b in sorted(pairs)) or "none"
+                raise UnsupportedPair(f"translator {self.translator.name!r} has no {pair[0]}->{pair[1]} pair "
+                                      f"(it serves: {served})")
+        if needs_tagger and self.tagger is not None and self.pivot not in self.tagger.languages():
+            raise ValueError(f"tagger {self.tagger.name!r} does not tag {self.pivot!r}")
 
     def run(self, sentences: Iterable[InputSentence],
             on_result: Callable[[ProjectionResult], None] | None = None) -> Iterator[ProjectionResult]:

@@ -96,7 +96,7 @@ class LanguageID:
             return out
         f = self._f
         # texts joined by NUL, a byte no feature contains, so that no n-gram crosses from one text to the next
-        data = [t.encode("utf8").replace(b"\0", b" ") for t in texts]
+        data = [t.encode("utf8") for t in texts]
         starts = np.cumsum([0] + [len(d) + 1 for d in data[:-1]])
         buf = np.frombuffer(b"\0".join(data) + b"\0" * (f.longest + 1), dtype=np.uint8).astype(np.int32)
         ids, nxt = f.ids.ravel(), f.nxt.ravel()

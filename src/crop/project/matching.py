@@ -187,7 +187,7 @@ def context(raw: Sentence, trans: Sentence, start: int, end: int,
     anchored_raw = {r for _, r in pairs}
     t2r = dict(pairs)
     lo = hi = None
-    if start - 1 in t2r and not (start - 1 > 0 and is_punct(trans.norm[start - 1]) and start - 1 == 0):
+    if start - 1 in t2r:
         lo = t2r[start - 1] + 1
     elif start in t2r:
         lo = t2r[start]

@@ -209,10 +209,11 @@ class Projector:
                 break
             proposals = []
             for e in pending:
-                for cand in self._candidates(method, e, raw, trans, forward, source_text):
-                    proposals.append((-cand[2], e.ref, cand))
+                # k keeps each matcher's own order among equal scores (nearest the expected position first)
+                for k, cand in enumerate(self._candidates(method, e, raw, trans, forward, source_text)):
+                    proposals.append((-cand[2], e.ref, k, cand))
             proposals.sort()
-            for _, ref, (lo, hi, score) in proposals:
+            for _, ref, _, (lo, hi, score) in proposals:
                 if ref in placed or any(taken[lo:hi]):
                     continue
                 placed[ref] = (lo, hi, score, method)
@@ -305,9 +306,9 @@ class Projector:
         for i, r in enumerate(requests):
             fwd_text = r.forward.text if r.forward is not None else None
             if fwd_text:
-                checks.setdefault((r.source_lang, r.lang), []).append((i, fwd_text, "forward"))
+                checks.setdefault((r.source_lang, r.lang), []).append((i, _without_names(fwd_text), "forward"))
             if r.back is not None and r.back.text:
-                checks.setdefault((r.lang, r.source_lang), []).append((i, r.back.text, "back"))
+                checks.setdefault((r.lang, r.source_lang), []).append((i, _without_names(r.back.text), "back"))
         for (lang, other), items in checks.items():
             if (lang, other) not in self._langid:
                 self._langid[(lang, other)] = LanguageID([lang, other])
@@ -320,6 +321,14 @@ class Projector:
                 what = "forward translation" if kind == "forward" else "back-translation"
                 res.status = Status.discarded
                 res.reason = f"{what} is not {lang}"
+
+
+def _without_names(text: str) -> str:
+    """The text without capitalized words after the first: names are shared by both languages and mislead
+    language id on short sentences ("Pedro Sánchez visited Berlin." looks Spanish to langid.py)."""
+    words = text.split()
+    kept = [w for i, w in enumerate(words) if i == 0 or not w[:1].isupper()]
+    return " ".join(kept) if len(kept) >= 3 else text
 
 
 @lru_cache(maxsize=100_000)
