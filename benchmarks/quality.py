@@ -4,6 +4,8 @@
   crop's cascade | exact matching only (the marked span, lowercased, as a raw token sequence) |
   crop's `exact` method alone (exact after trimming edge articles) | EasyProject-style fuzzy matching
 - end to end: Apertium forward translation, spaCy English NER, labeled back-translation, then the same matchers
+- end to end again with an English tagger fitted to en/train.jsonl (the paper's setting: the source tagger is
+  trained on the source-language labels), cached in benchmarks/results/models/en-conll
 - direct: the English spaCy model run on the target text (no translation)
 
     python benchmarks/quality.py [--langs es,ca,gl] [--ablation]
@@ -12,12 +14,14 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from baselines import direct_spacy, easyproject_fuzzy, exact_lowercase
-from common import LANGS, emit, translate_dev
+from common import LANGS, emit, shared_data, translate_dev
 
 from crop.project import ALL_METHODS, Projector, ProjectorConfig
 from crop.tag.spacy import SpacyTagger
+from crop.tag.spacy_train import train_spacy_ner
 from crop.train.evaluate import evaluate
 from crop.translate.apertium import ApertiumTranslator
 
@@ -41,10 +45,21 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--langs", default=",".join(LANGS))
     ap.add_argument("--ablation", action="store_true", help="also each method added to exact alone")
+    ap.add_argument("--no-trained-tagger", action="store_true",
+                    help="skip the end-to-end run with a tagger fitted to en/train.jsonl")
+    ap.add_argument("--retrain", action="store_true", help="fit that tagger again even if it is cached")
     args = ap.parse_args()
     translator, tagger = ApertiumTranslator(), SpacyTagger()
     report: dict = {"metric": "seqeval entity-level (conlleval)", "translator": "apertium",
                     "tagger": "spacy en_core_web_sm", "languages": {}}
+    trained = None
+    if not args.no_trained_tagger:
+        model = Path(__file__).resolve().parent / "results" / "models" / "en-conll"
+        if args.retrain or not (model / "meta.json").exists():
+            fit = train_spacy_ner(shared_data() / "en" / "train.jsonl", model, epochs=10)
+            report["trained_tagger"] = {"best_epoch": fit.best_epoch, "held_out_f1": fit.best_dev_f1,
+                                        "train_sentences": fit.train_sentences}
+        trained = SpacyTagger(str(model))
     for lang in args.langs.split(","):
         tr = translate_dev(translator, tagger, lang)
         res: dict = {"sentences": len(tr.sentences), "translation_seconds": {k: round(v, 3)
@@ -65,13 +80,25 @@ def main() -> None:
                     f"exact+{m}": run_projector(tr, mode, ("exact", m))["f1"] for m in ALL_METHODS if m != "exact"
                 } | {f"all-{m}": run_projector(tr, mode, tuple(x for x in ALL_METHODS if x != m))["f1"]
                      for m in ALL_METHODS}
+        if trained is not None:
+            tt = translate_dev(translator, trained, lang)
+            back = tt.e2e_back
+            res["end_to_end_trained_tagger"] = {
+                "crop": run_projector(tt, "e2e", ALL_METHODS),
+                "exact_only": score(tt.sentences, [exact_lowercase(s.tokens, b, lang)
+                                                   for s, b in zip(tt.sentences, back, strict=True)]),
+                "crop_exact_method_only": run_projector(tt, "e2e", ("exact",)),
+            }
         res["direct_spacy"] = score(tr.sentences, direct_spacy(tagger.nlp, [s.tokens for s in tr.sentences]))
-        pa, e2e = res["projection_alone"], res["end_to_end"]
+        pa = res["projection_alone"]
+        gains = {key: round(res[key]["crop"]["f1"] - res[key]["exact_only"]["f1"], 4)
+                 for key in ("end_to_end", "end_to_end_trained_tagger") if key in res}
         res["checks"] = {
+            "end_to_end_gain_over_exact": gains,
             "projection_alone_f1>=0.92": pa["crop"]["f1"] >= 0.92,
             "projection_alone_above_exact_and_fuzzy": pa["crop"]["f1"] > max(pa["exact_only"]["f1"],
                                                                              pa["easyproject_fuzzy"]["f1"]),
-            "end_to_end_gain_over_exact>=0.08": round(e2e["crop"]["f1"] - e2e["exact_only"]["f1"], 4) >= 0.08,
+            "end_to_end_gain_over_exact>=0.08": gains["end_to_end"] >= 0.08,
         }
         report["languages"][lang] = res
     emit("quality", report)

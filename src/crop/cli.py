@@ -169,6 +169,40 @@ def eval_(
     typer.echo(json.dumps(report.model_dump(), indent=2) if json_out else report.table())
 
 
+tagger_app = typer.Typer(help="English (source-language) taggers.", no_args_is_help=True)
+app.add_typer(tagger_app, name="tagger")
+
+
+@tagger_app.command("train")
+def tagger_train(
+    train: Annotated[Path, typer.Option("--train", help="JSONL with tokens and BIO tags (your labeled data)")],
+    output: Annotated[Path, typer.Option("--output", help="folder for the trained spaCy pipeline")],
+    base: Annotated[str, typer.Option(help="spaCy pipeline to start from")] = "en_core_web_sm",
+    scheme: Annotated[str, typer.Option(help="label scheme: conll or wikiann")] = "conll",
+    epochs: Annotated[int, typer.Option(min=1)] = 10,
+    dev: Annotated[Path | None, typer.Option(help="held-out JSONL (default: 10% of --train)")] = None,
+    seed: Annotated[int, typer.Option()] = 0,
+) -> None:
+    """Fit a spaCy NER to your source-language labels; then project with --tagger spacy:OUTPUT."""
+    from crop.labels import get_scheme
+    from crop.tag.spacy_train import train_spacy_ner
+
+    if not train.exists():
+        _fail(f"{train} does not exist")
+    progress = Progress(TextColumn("[bold]training"), BarColumn(), MofNCompleteColumn(),
+                        TextColumn("dev F1 {task.fields[f1]}"), TimeElapsedColumn(), console=err)
+    try:
+        with progress:
+            task = progress.add_task("train", total=epochs, f1="-")
+            report = train_spacy_ner(train, output, base=base, scheme=get_scheme(scheme), epochs=epochs,
+                                     dev_path=dev, seed=seed,
+                                     on_epoch=lambda r: progress.update(task, advance=1, f1=f"{r.dev_f1:.3f}"))
+    except (InputError, ValueError) as exc:
+        _fail(str(exc))
+        raise
+    typer.echo(report.model_dump_json(indent=2))
+
+
 def main() -> None:  # pragma: no cover
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     app()

@@ -219,24 +219,27 @@ def _capitalized(raw: Sentence, i: int) -> bool:
     return t[:1].isupper() and raw.content[i] and i > 0
 
 
+def _connector(raw: Sentence, i: int) -> bool:
+    """A function word (de, del, d', la) that can sit inside a name."""
+    return not raw.content[i] and not is_punct(raw.norm[i])
+
+
 def complete_name(raw: Sentence, lo: int, hi: int, taken: list[bool]) -> tuple[int, int]:
     """Grow [lo, hi) over adjacent capitalized words, also across one connector (de, del, d', la) when a
     capitalized word follows it; never over a sentence-initial word or another entity's tokens."""
     if not raw.tokens[lo][:1].isupper():
         return lo, hi
-    while lo - 1 >= 0 and not taken[lo - 1]:
+    while lo > 0 and not taken[lo - 1]:
         if _capitalized(raw, lo - 1):
             lo -= 1
-        elif (lo - 2 >= 0 and not taken[lo - 2] and not raw.content[lo - 1] and not is_punct(raw.norm[lo - 1])
-              and _capitalized(raw, lo - 2)):
+        elif lo > 1 and not taken[lo - 2] and _connector(raw, lo - 1) and _capitalized(raw, lo - 2):
             lo -= 2
         else:
             break
     while hi < len(raw) and not taken[hi]:
         if _capitalized(raw, hi):
             hi += 1
-        elif (hi + 1 < len(raw) and not taken[hi + 1] and not raw.content[hi] and not is_punct(raw.norm[hi])
-              and _capitalized(raw, hi + 1)):
+        elif hi + 1 < len(raw) and not taken[hi + 1] and _connector(raw, hi) and _capitalized(raw, hi + 1):
             hi += 2
         else:
             break

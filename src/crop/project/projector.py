@@ -21,8 +21,9 @@ from typing import Literal
 
 from crop.labels import spans_to_bio
 from crop.project import matching as m
+from crop.project.function_words import function_words, is_function_word
 from crop.project.langid_filter import LanguageID
-from crop.text import CHAR_LEVEL_LANGS, char_to_token_span, detokenize, normalize, tokenize
+from crop.text import CHAR_LEVEL_LANGS, char_to_token_span, detokenize, is_punct, normalize, tokenize
 from crop.types import AlignedTranslation, LabeledResult, ProjectedEntity, ProjectionResult, Span, Status
 
 ALL_METHODS = ("exact", "normalized", "source_copy", "forward", "crop_rule", "context", "fuzzy")
@@ -44,6 +45,8 @@ class ProjectorConfig:
     # grow a placed entity over the capitalized words next to it (Filmoteca de | Catalunya): in cased
     # scripts a name runs as far as its capitals, whatever part of it the English tagger found
     complete_names: bool = True
+    # join two placed entities that are one name the English tagger broke (see `_merge_broken`)
+    merge_broken: bool = True
 
     def __post_init__(self) -> None:
         unknown = set(self.methods) - set(ALL_METHODS)
@@ -220,6 +223,8 @@ class Projector:
                 for i in range(lo, hi):
                     taken[i] = True
 
+        if cfg.merge_broken and raw.lang not in CHAR_LEVEL_LANGS:
+            placed = _merge_broken(raw, entities, placed, source_lang)
         if cfg.complete_names and raw.lang not in CHAR_LEVEL_LANGS:
             for ref, (lo, hi, score, method) in list(placed.items()):
                 nlo, nhi = m.complete_name(raw, lo, hi, taken)
@@ -323,6 +328,38 @@ class Projector:
                 res.reason = f"{what} is not {lang}"
 
 
+# particles inside names (Lula da Silva, Ursula von der Leyen, Biblioteca Nacional de España)
+_CONNECTORS = frozenset({"de", "da", "do", "das", "dos", "del", "della", "di", "d'", "von", "van", "der", "den",
+                         "la", "le", "du", "des", "of", "the"})
+
+
+def _merge_broken(raw: m.Sentence, entities: list[_Entity], placed: dict[int, tuple[int, int, float, str]],
+                  source_lang: str) -> dict[int, tuple[int, int, float, str]]:
+    """Join neighbouring entities that are one name the tagger broke: two persons around a name particle
+    (Lula | da | Silva, Ursula von | der | Leyen), or an English span that ends on a function word ("National
+    Library of" | Spain). The first entity's label wins (the head comes first in the Romance languages)."""
+    order = sorted(placed, key=lambda r: placed[r][0])
+    fw = function_words(source_lang)
+    merged = dict(placed)
+    i = 0
+    while i + 1 < len(order):
+        a, b = order[i], order[i + 1]
+        lo_a, hi_a, score_a, method_a = merged[a]
+        lo_b, hi_b, score_b, _ = merged[b]
+        gap = range(hi_a, lo_b)
+        connectors = all(raw.norm[k] in _CONNECTORS for k in gap) and len(gap) <= 2
+        src = entities[a].src_norm
+        broken_source = bool(src) and is_function_word(src[-1], fw)
+        same_person = entities[a].label == entities[b].label == "PER" and connectors and len(gap) >= 1
+        if connectors and gap and (same_person or broken_source):
+            merged[a] = (lo_a, hi_b, min(score_a, score_b), method_a)
+            del merged[b]
+            order.pop(i + 1)
+            continue
+        i += 1
+    return merged
+
+
 def _without_names(text: str) -> str:
     """The text without capitalized words after the first: names are shared by both languages and mislead
     language id on short sentences ("Pedro Sánchez visited Berlin." looks Spanish to langid.py)."""
@@ -337,13 +374,11 @@ def _entity_norm(text: str, lang: str) -> list[str]:
 
 
 def _strip_function_words(norm: list[str]) -> list[str]:
-    from crop.project.function_words import function_words, is_function_word
-
     fw = function_words("en")
     lo, hi = 0, len(norm)
-    while lo < hi and is_function_word(norm[lo], fw):
+    while lo < hi and (is_function_word(norm[lo], fw) or is_punct(norm[lo])):
         lo += 1
-    while hi > lo and is_function_word(norm[hi - 1], fw):
+    while hi > lo and (is_function_word(norm[hi - 1], fw) or is_punct(norm[hi - 1])):
         hi -= 1
     return norm[lo:hi]
 

