@@ -179,3 +179,12 @@ def test_streaming_is_lazy(translator, tagger, shared_data: Path) -> None:
     assert pipe.stats.sentences == 17
     stream.close()
     assert consumed == 32
+
+
+def test_check_refuses_a_language_the_engines_do_not_serve(translator, tagger) -> None:
+    from crop.translate.base import UnsupportedPair
+
+    pipe = CropPipeline(translator, tagger, Projector())
+    pipe.check("es")
+    with pytest.raises(UnsupportedPair, match="no xx->en pair"):
+        pipe.check("xx")

@@ -464,3 +464,62 @@ def test_project_many_equals_project(langid: bool) -> None:
     else:
         assert many[1].status == Status.kept
     assert projector.project_many([]) == []
+
+
+# -- span repair after placement ------------------------------------------------------------------------------
+
+def test_name_completed_over_capitalized_neighbours(projector: Projector) -> None:
+    # the English tagger found only "Catalonia" in "the Film library of Catalonia"
+    raw = "La Filmoteca de Catalunya projectarà un cicle ."
+    en = "The Film library of Catalonia will project a cycle."
+    bt = "La filmoteca de Catalunya projectarà un cicle."
+    res = projector.project(toks(raw, "ca"), "ca", source(en, ("Catalonia", "LOC")),
+                            back=back(bt, ("Catalunya", "LOC", 0)))
+    check(res)
+    assert found(res) == [("Filmoteca de Catalunya", "LOC", "exact")]
+
+
+def test_completion_never_takes_sentence_initial_word_or_other_entities() -> None:
+    raw = "Madrid y Barcelona firmaron ."
+    en = "Madrid and Barcelona signed."
+    bt = "Madrid y Barcelona firmaron."
+    res = Projector(NO_LANGID).project(toks(raw), "es", source(en, ("Madrid", "LOC"), ("Barcelona", "LOC")),
+                                       back=back(bt, ("Madrid", "LOC", 0), ("Barcelona", "LOC", 1)))
+    check(res)
+    assert [e.text for e in res.entities] == ["Madrid", "Barcelona"]
+    off = Projector(ProjectorConfig(langid=False, complete_names=False))
+    raw2 = "Visitó la Filmoteca de Catalunya ayer ."
+    res2 = off.project(toks(raw2), "es", source("He visited the Film library of Catalonia.", ("Catalonia", "LOC")),
+                       back=back("Visitó la filmoteca de Catalunya.", ("Catalunya", "LOC", 0)))
+    assert [e.text for e in res2.entities] == ["Catalunya"]
+
+
+def test_broken_person_name_is_merged(projector: Projector) -> None:
+    raw = "Luiz Inácio Lula da Silva visitó Madrid ."
+    en = "Luiz Inácio Lula of the Silva visited Madrid."
+    bt = "Luiz Inácio Lula de la Silva visitó Madrid."
+    res = projector.project(toks(raw), "es",
+                            source(en, ("Luiz Inácio Lula", "PER"), ("Silva", "PER"), ("Madrid", "LOC")),
+                            back=back(bt, ("Luiz Inácio Lula", "PER", 0), ("Silva", "PER", 1), ("Madrid", "LOC", 2)))
+    check(res)
+    assert [(e.text, e.label) for e in res.entities] == [("Luiz Inácio Lula da Silva", "PER"), ("Madrid", "LOC")]
+
+
+def test_english_span_ending_on_a_function_word_is_merged_with_the_next(projector: Projector) -> None:
+    raw = "La Biblioteca Nacional de España compró un manuscrito ."
+    en = "The National Library of Spain bought a manuscript."
+    bt = "La Biblioteca Nacional de España compró un manuscrito."
+    res = projector.project(toks(raw), "es", source(en, ("National Library of", "ORG"), ("Spain", "LOC")),
+                            back=back(bt, ("Biblioteca Nacional de", "ORG", 0), ("España", "LOC", 1)))
+    check(res)
+    assert [(e.text, e.label) for e in res.entities] == [("Biblioteca Nacional de España", "ORG")]
+
+
+def test_two_people_joined_by_a_conjunction_stay_apart(projector: Projector) -> None:
+    raw = "Ramón Otero e Florentino López fundaron a revista ."
+    en = "Ramón Otero and Florentino López founded the magazine."
+    bt = "Ramón Otero e Florentino López fundaron a revista."
+    res = projector.project(toks(raw, "gl"), "gl", source(en, ("Ramón Otero", "PER"), ("Florentino López", "PER")),
+                            back=back(bt, ("Ramón Otero", "PER", 0), ("Florentino López", "PER", 1)))
+    check(res)
+    assert [e.text for e in res.entities] == ["Ramón Otero", "Florentino López"]

@@ -108,3 +108,13 @@ def test_wikiann_scheme_drops_misc(tagger: SpacyTagger) -> None:
     assert [(s.text, s.label) for s in obama] == [("Barack Obama", "PER"), ("Paris", "LOC"), ("European Union", "ORG")]
     via_registry = load_tagger("spacy", scheme="wikiann")
     assert via_registry.tag([MISC], "en") == [misc]
+
+
+def test_sentence_final_period_is_not_part_of_a_name(tagger) -> None:
+    text = "He was crowned beside the queen Urraca I."
+    spans = tagger.tag([text], "en")[0]
+    assert all(not s.text.endswith(" .") and s.text != "." for s in spans)
+    from crop.tag.base import finish_span
+
+    span = finish_span(text, text.index("Urraca"), len(text), "PER", 1.0, "en")
+    assert span is not None and span.text == "Urraca I"
