@@ -48,7 +48,7 @@ class Translated:
                 text, spans, back = self.e2e_english[i], self.e2e_spans[i], self.e2e_back[i]
             out.append(ProjectionRequest(s.tokens, s.lang, spans, back,
                                          self.forward_aligned[i] if use_forward else None, text, s.id, s.text,
-                                         offsets=s.offsets))
+                                         offsets=s.offsets, source_is_translation=mode == "e2e"))
         return out
 
 

@@ -14,13 +14,13 @@ from itertools import islice
 from common import LANGS, emit, shared_data, translate_dev
 
 from crop.io import read_text
-from crop.pipeline import CropPipeline
+from crop.pipeline import DEFAULT_BATCH_SIZE, CropPipeline
 from crop.project import ALL_METHODS, Projector, ProjectorConfig
 from crop.tag.spacy import SpacyTagger
 from crop.translate.apertium import ApertiumTranslator
 
 
-def projector_rate(requests, methods, seconds: float, batch: int = 64) -> float:
+def projector_rate(requests, methods, seconds: float, batch: int = DEFAULT_BATCH_SIZE) -> float:
     proj = Projector(ProjectorConfig(methods=methods))
     proj.project_many(requests[:batch])  # load the language-id model outside the timing
     n, t0 = 0, time.perf_counter()
@@ -53,7 +53,7 @@ def main() -> None:
             },
         },
     }
-    pipe = CropPipeline(translator, tagger, Projector(), batch_size=64)
+    pipe = CropPipeline(translator, tagger, Projector())
     sents = list(islice(read_text(shared_data() / "raw" / "es.txt", "es"), args.pipeline_sentences))
     t0 = time.perf_counter()
     for _ in pipe.run(sents):

@@ -406,11 +406,15 @@ def test_langid_discards_english_back_translation() -> None:
 def test_langid_discards_forward_translation_not_in_english() -> None:
     src = source(EN, ("Madrid", "LOC"))
     raw = toks(ES_RAW)
-    copied = AlignedTranslation(text=ES_RAW, tokens=raw, alignment=[[i] for i in range(len(raw))])
-    res = Projector().project(raw, "es", src, back=back(ES_RAW.replace(" .", "."), ("Madrid", "LOC", 0)),
-                              forward=copied, source_text=EN)
+    # the "English" sentence that was tagged is the Spanish input copied by a failing translator
+    copied = ES_RAW.replace(" .", ".")
+    res = Projector().project(raw, "es", source(copied, ("Madrid", "LOC")), back=back(copied, ("Madrid", "LOC", 0)),
+                              source_text=copied, source_is_translation=True)
     assert res.status == Status.discarded
     assert res.reason == "forward translation is not en"
+    # a given English sentence (gold labels) is not a translation to check
+    given = Projector().project(raw, "es", src, back=back(copied, ("Madrid", "LOC", 0)), source_text=EN)
+    assert given.reason != "forward translation is not en"
 
 
 def test_langid_leaves_too_long_reason() -> None:

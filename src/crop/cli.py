@@ -74,7 +74,7 @@ def project(
     keep_all_o: Annotated[bool, typer.Option(help="keep sentences without entities")] = False,
     no_langid: Annotated[bool, typer.Option(help="skip the language-id filter")] = False,
     max_tokens: Annotated[int, typer.Option(help="discard longer sentences")] = 128,
-    batch_size: Annotated[int, typer.Option(min=1)] = 64,
+    batch_size: Annotated[int, typer.Option(min=1, help="sentences per engine batch")] = 256,
     stats: Annotated[Path | None, typer.Option(help="write run statistics (counts, time per stage) as JSON")] = None,
 ) -> None:
     """Project English NER labels onto raw target-language sentences (CROP steps 1-5)."""

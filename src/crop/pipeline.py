@@ -27,6 +27,8 @@ from crop.types import AlignedTranslation, LabeledItem, LabeledResult, Projectio
 log = logging.getLogger(__name__)
 
 STAGES = ("forward", "tag", "align", "back", "project")
+# sentences per batch: one Apertium process and one vectorized language-id pass per batch
+DEFAULT_BATCH_SIZE = 256
 
 
 @dataclass
@@ -60,7 +62,7 @@ class PipelineStats:
 
 class CropPipeline:
     def __init__(self, translator: Translator, tagger: Tagger | None, projector: Projector | None = None,
-                 pivot: str = "en", batch_size: int = 64, use_alignment: bool = True) -> None:
+                 pivot: str = "en", batch_size: int = DEFAULT_BATCH_SIZE, use_alignment: bool = True) -> None:
         self.translator = translator
         self.tagger = tagger
         self.projector = projector or Projector()
@@ -132,6 +134,7 @@ class CropPipeline:
         english: list[str] = [""] * len(batch)
         spans: list[list[Span]] = [[] for _ in batch]
         todo = [i for i, s in enumerate(batch) if not (s.en_tokens and s.en_tags)]
+        translated = set(todo)
         for i, s in enumerate(batch):
             if s.en_tokens and s.en_tags:
                 english[i], spans[i] = english_spans(s.en_tokens, s.en_tags)
@@ -166,7 +169,8 @@ class CropPipeline:
         t0 = time.perf_counter()
         out = self.projector.project_many([
             ProjectionRequest(s.tokens, lang, spans[i], back=back[i], forward=forward[i], source_text=english[i],
-                              id=s.id, text=s.text, source_lang=self.pivot, offsets=s.offsets)
+                              id=s.id, text=s.text, source_lang=self.pivot, offsets=s.offsets,
+                              source_is_translation=i in translated)
             for i, s in enumerate(batch)
         ])
         self.stats.seconds["project"] += time.perf_counter() - t0

@@ -6,8 +6,8 @@ chooses among the candidates of all entities so that the spans do not overlap (s
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Sequence
-from difflib import SequenceMatcher
 from functools import cached_property
 
 from rapidfuzz import fuzz
@@ -74,6 +74,19 @@ class Sentence:
             counts[n] = counts.get(n, 0) + 1
         return counts
 
+    def key(self, i: int) -> tuple[str, bool, bool]:
+        """The key of one token, without computing the whole sentence's."""
+        keys = self.__dict__.get("_keys")
+        if keys is not None:
+            return keys[i]
+        tok = self.tokens[i]
+        k = _KEYS.get(self.lang, {}).get(tok)
+        return k if k is not None else token_key(tok, self.lang)
+
+    def is_content(self, i: int) -> bool:
+        k = self.key(i)
+        return k[1] or (k[2] and i > 0)
+
     def __len__(self) -> int:
         return len(self.tokens)
 
@@ -92,17 +105,16 @@ def find_all(hay: Sequence[str], needle: Sequence[str]) -> list[int]:
     if n == 0 or n > len(hay):
         return []
     first = needle[0]
+    if type(needle) is not type(hay):
+        needle = list(needle) if isinstance(hay, list) else tuple(needle)
     out: list[int] = []
     i = -1
-    last = len(hay) - n
     index = hay.index
-    while True:
-        try:
-            i = index(first, i + 1, last + 1)
-        except ValueError:
-            return out
-        if n == 1 or hay[i : i + n] == needle:
+    for _ in range(hay.count(first)):  # counting first avoids a ValueError per search
+        i = index(first, i + 1)
+        if i + n <= len(hay) and (n == 1 or hay[i : i + n] == needle):
             out.append(i)
+    return out
 
 
 def _by_position(starts: list[int], expected: float) -> list[int]:
@@ -111,7 +123,10 @@ def _by_position(starts: list[int], expected: float) -> list[int]:
 
 def exact(raw: Sentence, tokens: Sequence[str], expected: float) -> list[Candidate]:
     n = len(tokens)
-    return [(i, i + n, 1.0) for i in _by_position(find_all(raw.tokens, list(tokens)), expected)]
+    hits = find_all(raw.tokens, tokens)
+    if len(hits) > 1:
+        hits = _by_position(hits, expected)
+    return [(i, i + n, 1.0) for i in hits]
 
 
 def normalized(raw: Sentence, norm: Sequence[str], expected: float, score: float = 0.95) -> list[Candidate]:
@@ -168,10 +183,31 @@ def fuzzy(raw: Sentence, norm: Sequence[str], threshold: float, lang: str) -> li
 
 
 def anchors(raw: Sentence, trans: Sentence) -> list[tuple[int, int]]:
-    """(translation token, raw token) pairs equal after normalization, in order (difflib's matching blocks)."""
+    """(translation token, raw token) pairs equal after normalization that form a longest common subsequence
+    of the two sentences (Hunt-Szymanski: a longest increasing run over the matching pairs)."""
+    positions: dict[str, list[int]] = {}
+    for j, w in enumerate(raw.norm):
+        positions.setdefault(w, []).append(j)
+    tails: list[int] = []  # tails[k]: smallest raw position ending a common subsequence of length k + 1
+    links: list[tuple[int, int, int]] = []  # (trans pos, raw pos, index of the previous link)
+    tail_link: list[int] = []
+    for i, w in enumerate(trans.norm):
+        for j in reversed(positions.get(w, ())):
+            k = bisect_left(tails, j)
+            prev = tail_link[k - 1] if k else -1
+            links.append((i, j, prev))
+            if k == len(tails):
+                tails.append(j)
+                tail_link.append(len(links) - 1)
+            else:
+                tails[k] = j
+                tail_link[k] = len(links) - 1
     pairs: list[tuple[int, int]] = []
-    for bt, br, size in SequenceMatcher(None, trans.norm, raw.norm, autojunk=False).get_matching_blocks():
-        pairs.extend((bt + k, br + k) for k in range(size))
+    k = tail_link[-1] if tail_link else -1
+    while k >= 0:
+        i, j, k = links[k]
+        pairs.append((i, j))
+    pairs.reverse()
     return pairs
 
 
@@ -215,13 +251,12 @@ def context(raw: Sentence, trans: Sentence, start: int, end: int,
 
 
 def _capitalized(raw: Sentence, i: int) -> bool:
-    t = raw.tokens[i]
-    return t[:1].isupper() and raw.content[i] and i > 0
+    return i > 0 and raw.tokens[i][:1].isupper() and raw.is_content(i)
 
 
 def _connector(raw: Sentence, i: int) -> bool:
     """A function word (de, del, d', la) that can sit inside a name."""
-    return not raw.content[i] and not is_punct(raw.norm[i])
+    return not raw.is_content(i) and not is_punct(raw.key(i)[0])
 
 
 def complete_name(raw: Sentence, lo: int, hi: int, taken: list[bool]) -> tuple[int, int]:
@@ -232,14 +267,14 @@ def complete_name(raw: Sentence, lo: int, hi: int, taken: list[bool]) -> tuple[i
     while lo > 0 and not taken[lo - 1]:
         if _capitalized(raw, lo - 1):
             lo -= 1
-        elif lo > 1 and not taken[lo - 2] and _connector(raw, lo - 1) and _capitalized(raw, lo - 2):
+        elif lo > 1 and not taken[lo - 2] and _capitalized(raw, lo - 2) and _connector(raw, lo - 1):
             lo -= 2
         else:
             break
     while hi < len(raw) and not taken[hi]:
         if _capitalized(raw, hi):
             hi += 1
-        elif hi + 1 < len(raw) and not taken[hi + 1] and _connector(raw, hi) and _capitalized(raw, hi + 1):
+        elif hi + 1 < len(raw) and not taken[hi + 1] and _capitalized(raw, hi + 1) and _connector(raw, hi):
             hi += 2
         else:
             break

@@ -70,9 +70,11 @@ class ProjectionRequest:
     text: str | None = None
     source_lang: str = "en"
     offsets: Sequence[tuple[int, int]] | None = None  # of `tokens` in `text`, when known
+    # `source_text` is the forward translation of the raw sentence (end to end), not a given English sentence
+    source_is_translation: bool = False
 
 
-@dataclass
+@dataclass(slots=True)
 class _Marked:
     """The words of one marked span of the back-translation, without edge function words and punctuation."""
 
@@ -106,7 +108,7 @@ def _marked(span: Span, lang: str) -> _Marked:
     return _Marked(tokens, norm, content, lo, hi, start, end)
 
 
-@dataclass
+@dataclass(slots=True)
 class _Entity:
     ref: int
     label: str
@@ -168,11 +170,12 @@ class Projector:
         text: str | None = None,
         source_lang: str = "en",
         offsets: Sequence[tuple[int, int]] | None = None,
+        source_is_translation: bool = False,
     ) -> ProjectionResult:
         """Project `source` (entities of the English sentence `source_text`) onto the raw sentence `tokens`
         using the labeled back-translation `back` and the word-aligned forward translation `forward`."""
         return self.project_many([ProjectionRequest(tokens, lang, source, back, forward, source_text, id, text,
-                                                    source_lang, offsets)])[0]
+                                                    source_lang, offsets, source_is_translation)])[0]
 
     def _match(
         self,
@@ -186,6 +189,7 @@ class Projector:
         text: str | None = None,
         source_lang: str = "en",
         offsets: Sequence[tuple[int, int]] | None = None,
+        source_is_translation: bool = False,
     ) -> ProjectionResult:
         cfg = self.config
         raw = m.Sentence(tokens, lang)
@@ -304,12 +308,15 @@ class Projector:
             status=Status.discarded if reason else Status.kept, reason=reason)
 
     def _language_filter(self, requests: Sequence[ProjectionRequest], results: list[ProjectionResult]) -> None:
-        """Discard sentences whose forward translation is not in the pivot language or whose
-        back-translation is not in the target language (a translator that copied its input, say). The check
-        comes before the other reasons: it says the evidence itself is unreliable."""
+        """Discard sentences whose forward translation (the English sentence that was tagged, when it is a
+        translation) is not in the pivot language or whose back-translation is not in the target language (a
+        translator that copied its input, say). It is the costliest filter, so it runs last, on the sentences
+        the other filters kept."""
         checks: dict[tuple[str, str], list[tuple[int, str, str]]] = {}
         for i, r in enumerate(requests):
-            fwd_text = r.forward.text if r.forward is not None else None
+            if results[i].status != Status.kept:
+                continue
+            fwd_text = r.source_text if r.source_is_translation else None
             if fwd_text:
                 checks.setdefault((r.source_lang, r.lang), []).append((i, _without_names(fwd_text), "forward"))
             if r.back is not None and r.back.text:
@@ -321,7 +328,7 @@ class Projector:
                                                            self.config.langid_min_prob)
             for (i, _, kind), ok in zip(items, verdicts, strict=True):
                 res = results[i]
-                if ok or (res.reason or "").startswith("too long"):
+                if ok or res.status != Status.kept:  # the other translation may have discarded it already
                     continue
                 what = "forward translation" if kind == "forward" else "back-translation"
                 res.status = Status.discarded
@@ -347,15 +354,15 @@ def _merge_broken(raw: m.Sentence, entities: list[_Entity], placed: dict[int, tu
         lo_a, hi_a, score_a, method_a = merged[a]
         lo_b, hi_b, score_b, _ = merged[b]
         gap = range(hi_a, lo_b)
-        connectors = all(raw.norm[k] in _CONNECTORS for k in gap) and len(gap) <= 2
-        src = entities[a].src_norm
-        broken_source = bool(src) and is_function_word(src[-1], fw)
-        same_person = entities[a].label == entities[b].label == "PER" and connectors and len(gap) >= 1
-        if connectors and gap and (same_person or broken_source):
-            merged[a] = (lo_a, hi_b, min(score_a, score_b), method_a)
-            del merged[b]
-            order.pop(i + 1)
-            continue
+        if 1 <= len(gap) <= 2:
+            src = entities[a].src_norm
+            same_person = entities[a].label == entities[b].label == "PER"
+            broken_source = bool(src) and is_function_word(src[-1], fw)
+            if (same_person or broken_source) and all(raw.key(k)[0] in _CONNECTORS for k in gap):
+                merged[a] = (lo_a, hi_b, min(score_a, score_b), method_a)
+                del merged[b]
+                order.pop(i + 1)
+                continue
         i += 1
     return merged
 
@@ -364,8 +371,8 @@ def _without_names(text: str) -> str:
     """The text without capitalized words after the first: names are shared by both languages and mislead
     language id on short sentences ("Pedro Sánchez visited Berlin." looks Spanish to langid.py)."""
     words = text.split()
-    kept = [w for i, w in enumerate(words) if i == 0 or not w[:1].isupper()]
-    return " ".join(kept) if len(kept) >= 3 else text
+    kept = [w for w in words[1:] if not w[0].isupper()]
+    return words[0] + " " + " ".join(kept) if len(kept) >= 2 else text
 
 
 @lru_cache(maxsize=100_000)
@@ -390,7 +397,7 @@ def _forward_ids(e: _Entity, forward: AlignedTranslation, source_text: str | Non
         positions = range(s.token_start, s.token_end or s.token_start)
     else:
         norm = _strip_function_words(e.src_norm)
-        fnorm = [normalize(t) for t in forward.tokens]
+        fnorm = [k[0] for k in m.token_keys(forward.tokens, "en")]
         hits = m.find_all(fnorm, norm)
         if not hits:
             return set()
