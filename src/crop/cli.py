@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
-import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -204,5 +202,7 @@ def tagger_train(
 
 
 def main() -> None:  # pragma: no cover
-    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    from crop.log import configure
+
+    configure()
     app()

@@ -1,0 +1,43 @@
+"""Render benchmarks/results/{quality,throughput}.json as the Markdown tables of the README."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def quality_table(q: dict) -> str:
+    rows = ["| lang | setting | crop | exact (lowercase) | crop `exact` alone | EasyProject fuzzy | direct spaCy | kept (crop) |",
+            "|---|---|---|---|---|---|---|---|"]
+    for lang, r in q["languages"].items():
+        for key, name in (("projection_alone", "projection alone (gold English)"),
+                          ("end_to_end", "end to end, spaCy en_core_web_sm"),
+                          ("end_to_end_trained_tagger", "end to end, spaCy fitted to en/train")):
+            if key not in r:
+                continue
+            s = r[key]
+            fuzzy = f"{s['easyproject_fuzzy']['f1']:.3f}" if "easyproject_fuzzy" in s else "–"
+            direct = f"{r['direct_spacy']['f1']:.3f}" if key == "end_to_end" else "–"
+            rows.append(f"| {lang} | {name} | **{s['crop']['f1']:.3f}** | {s['exact_only']['f1']:.3f} | "
+                        f"{s['crop_exact_method_only']['f1']:.3f} | {fuzzy} | {direct} | {s['crop']['kept']:.2f} |")
+    return "\n".join(rows)
+
+
+def throughput_table(t: dict) -> str:
+    p = t["projector"]["sentences_per_second"]
+    pipe = t["pipeline_es"]
+    stages = ", ".join(f"{k} {v:.0%}" for k, v in pipe["share_per_stage"].items())
+    return "\n".join([
+        "| what | sentences/s |", "|---|---|",
+        f"| projector, all methods + filters, 1 core (dev data, translations precomputed) | {p['crop_all_methods']:,} |",
+        f"| projector, exact matching only + filters, 1 core | {p['exact_only']:,} |",
+        f"| whole pipeline on raw/es.txt ({pipe['sentences']} sentences; {stages}) | {pipe['sentences_per_second']} |",
+    ])
+
+
+if __name__ == "__main__":
+    print(quality_table(json.loads((RESULTS / "quality.json").read_text())))
+    print()
+    print(throughput_table(json.loads((RESULTS / "throughput.json").read_text())))
