@@ -9,8 +9,8 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def quality_table(q: dict) -> str:
-    rows = ["| lang | setting | crop | exact (lowercase) | crop `exact` alone | EasyProject fuzzy | direct spaCy | kept (crop) |",
-            "|---|---|---|---|---|---|---|---|"]
+    rows = ["| lang | setting | crop | exact (lowercase) | crop `exact` alone | EasyProject fuzzy | direct spaCy "
+            "| kept (crop) |", "|---|---|---|---|---|---|---|---|"]
     for lang, r in q["languages"].items():
         for key, name in (("projection_alone", "projection alone (gold English)"),
                           ("end_to_end", "end to end, spaCy en_core_web_sm"),
@@ -31,9 +31,10 @@ def throughput_table(t: dict) -> str:
     stages = ", ".join(f"{k} {v:.0%}" for k, v in pipe["share_per_stage"].items())
     return "\n".join([
         "| what | sentences/s |", "|---|---|",
-        f"| projector, all methods + filters, 1 core (dev data, translations precomputed) | {p['crop_all_methods']:,} |",
+        f"| projector, all methods + filters, 1 core (dev data, translations given) | {p['crop_all_methods']:,} |",
         f"| projector, exact matching only + filters, 1 core | {p['exact_only']:,} |",
-        f"| whole pipeline on raw/es.txt ({pipe['sentences']} sentences; {stages}) | {pipe['sentences_per_second']} |",
+        f"| whole pipeline on raw/es.txt ({pipe['sentences']} sentences; {stages}) "
+        f"| {pipe['sentences_per_second']} |",
     ])
 
 

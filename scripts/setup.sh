@@ -8,6 +8,7 @@ need_apt=0
 for p in apertium apertium-eng-spa apertium-eng-cat apertium-en-gl; do
   dpkg -s "$p" >/dev/null 2>&1 || need_apt=1
 done
+python3 -c "import ensurepip, venv" >/dev/null 2>&1 || need_apt=1
 if [ "$need_apt" = 1 ]; then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq apertium apertium-eng-spa apertium-eng-cat apertium-en-gl python3-venv >/dev/null
