@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections.abc import Sequence
-from functools import cached_property
 
 from rapidfuzz import fuzz
 
@@ -47,38 +46,37 @@ def token_key(token: str, lang: str) -> tuple[str, bool, bool]:
 
 class Sentence:
     """A tokenized sentence with the keys that matching compares, computed on first use (exact matching, which
-    places most entities, needs none of them)."""
+    places most entities, needs none of them).
+
+    `norm` (normalized tokens), `content` (not punctuation nor a function word; a capitalized article inside a
+    sentence belongs to a name: La Haya, El Salvador) and `counts` (of each normalized token) are attributes
+    set on first access by `__getattr__`, which later accesses no longer call (cheaper than properties)."""
+
+    norm: list[str]
+    content: list[bool]
+    counts: dict[str, int]
 
     def __init__(self, tokens: Sequence[str], lang: str) -> None:
         self.tokens = tokens
         self.lang = lang
+        self._keys: list[tuple[str, bool, bool]] | None = None
 
-    @cached_property
-    def _keys(self) -> list[tuple[str, bool, bool]]:
-        return token_keys(self.tokens, self.lang)
-
-    @cached_property
-    def norm(self) -> list[str]:
-        return [k[0] for k in self._keys]
-
-    @cached_property
-    def content(self) -> list[bool]:
-        """Not punctuation nor a function word; a capitalized article inside a sentence belongs to a name
-        (La Haya, El Salvador, Los Angeles)."""
-        return [k[1] or (k[2] and i > 0) for i, k in enumerate(self._keys)]
-
-    @cached_property
-    def counts(self) -> dict[str, int]:
+    def __getattr__(self, name: str):
+        if name not in ("norm", "content", "counts"):
+            raise AttributeError(name)
+        keys = self._keys = token_keys(self.tokens, self.lang)
+        self.norm = [k[0] for k in keys]
+        self.content = [k[1] or (k[2] and i > 0) for i, k in enumerate(keys)]
         counts: dict[str, int] = {}
         for n in self.norm:
             counts[n] = counts.get(n, 0) + 1
-        return counts
+        self.counts = counts
+        return getattr(self, name)
 
     def key(self, i: int) -> tuple[str, bool, bool]:
         """The key of one token, without computing the whole sentence's."""
-        keys = self.__dict__.get("_keys")
-        if keys is not None:
-            return keys[i]
+        if self._keys is not None:
+            return self._keys[i]
         tok = self.tokens[i]
         k = _KEYS.get(self.lang, {}).get(tok)
         return k if k is not None else token_key(tok, self.lang)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from functools import cached_property, lru_cache
+from functools import lru_cache
 from typing import Literal
 
 from crop.labels import spans_to_bio
@@ -24,7 +24,7 @@ from crop.project import matching as m
 from crop.project.function_words import function_words, is_function_word
 from crop.project.langid_filter import LanguageID
 from crop.text import CHAR_LEVEL_LANGS, char_to_token_span, detokenize, is_punct, normalize, tokenize
-from crop.types import AlignedTranslation, LabeledResult, ProjectedEntity, ProjectionResult, Span, Status
+from crop.types import AlignedTranslation, LabeledResult, ProjectionResult, Span, Status
 
 ALL_METHODS = ("exact", "normalized", "source_copy", "forward", "crop_rule", "context", "fuzzy")
 # methods that look at the marked entity in the back-translation (the others work without it)
@@ -124,24 +124,25 @@ class _Translation:
     def __init__(self, back: LabeledResult, lang: str) -> None:
         self.back = back
         self.lang = lang
+        self._sentence: m.Sentence | None = None
+        self._offsets: list[tuple[int, int]] = []
         self._anchors: list[tuple[int, int]] | None = None
+
+    @property
+    def sentence(self) -> m.Sentence:
+        if self._sentence is None:
+            tokens, self._offsets = tokenize(self.back.text, self.lang)
+            self._sentence = m.Sentence(tokens, self.lang)
+        return self._sentence
 
     def anchors(self, raw: m.Sentence) -> list[tuple[int, int]]:
         if self._anchors is None:
             self._anchors = m.anchors(raw, self.sentence)
         return self._anchors
 
-    @cached_property
-    def _tokenized(self) -> tuple[m.Sentence, list[tuple[int, int]]]:
-        tokens, offsets = tokenize(self.back.text, self.lang)
-        return m.Sentence(tokens, self.lang), offsets
-
-    @property
-    def sentence(self) -> m.Sentence:
-        return self._tokenized[0]
-
     def token_span(self, start: int, end: int) -> tuple[int, int] | None:
-        return char_to_token_span(self._tokenized[1], start, end)
+        self.sentence  # noqa: B018 (tokenizes on first use)
+        return char_to_token_span(self._offsets, start, end)
 
 
 class Projector:
@@ -153,7 +154,8 @@ class Projector:
 
     def project_many(self, requests: Sequence[ProjectionRequest]) -> list[ProjectionResult]:
         """Project a batch; the language-id filter runs over the whole batch at once."""
-        results = [self._match(**vars(r)) for r in requests]
+        results = [self._match(r.tokens, r.lang, r.source, r.back, r.forward, r.source_text, r.id, r.text,
+                               r.source_lang, r.offsets) for r in requests]
         if self.config.langid:
             self._language_filter(requests, results)
         return results
@@ -282,19 +284,22 @@ class Projector:
             text, offsets = detokenize(tokens, lang)
         elif offsets is None and placed:
             offsets = _offsets_in(text, tokens)
+        # plain dicts: ProjectionResult validates them all at once (much cheaper than a model per entity)
         projected = []
+        spans = []
         for ref in sorted(placed, key=lambda r: placed[r][0]):
             lo, hi, score, method = placed[ref]
             start, end = offsets[lo][0], offsets[hi - 1][1]
-            projected.append(ProjectedEntity(
-                token_start=lo, token_end=hi, start=start, end=end, label=entities[ref].label,
-                text=text[start:end], method=method, score=round(score, 4), ref=ref))
+            label = entities[ref].label
+            spans.append((lo, hi, label))
+            projected.append({"token_start": lo, "token_end": hi, "start": start, "end": end, "label": label,
+                              "text": text[start:end], "method": method, "score": round(score, 4), "ref": ref})
         unmatched = [
             {"ref": e.ref, "text": e.source.text, "label": e.label,
              "reason": "marker lost" if e.marked is None and back is not None else "no match"}
             for e in entities if e.ref not in placed
         ]
-        tags = spans_to_bio(len(tokens), [(p.token_start, p.token_end, p.label) for p in projected])
+        tags = spans_to_bio(len(tokens), spans)
 
         reason = None
         if len(tokens) > cfg.max_tokens:
