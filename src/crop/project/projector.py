@@ -267,7 +267,7 @@ class Projector:
             return m.fuzzy(raw, mk.norm[mk.lo:mk.hi], self.config.fuzzy_threshold, raw.lang)
         expected = e.source.token_start or 0
         if method == "source_copy":
-            norm = _strip_function_words(e.src_norm)
+            norm = _strip_function_words(tuple(e.src_norm))
             return m.normalized(raw, norm, expected, score=0.9) if norm else []
         if method == "forward" and forward is not None:
             return m.aligned(raw, _forward_ids(e, forward, source_text), 0.85)
@@ -385,14 +385,15 @@ def _entity_norm(text: str, lang: str) -> list[str]:
     return [normalize(t) for t in tokenize(text, lang)[0]]
 
 
-def _strip_function_words(norm: list[str]) -> list[str]:
+@lru_cache(maxsize=100_000)
+def _strip_function_words(norm: tuple[str, ...]) -> list[str]:
     fw = function_words("en")
     lo, hi = 0, len(norm)
     while lo < hi and (is_function_word(norm[lo], fw) or is_punct(norm[lo])):
         lo += 1
     while hi > lo and (is_function_word(norm[hi - 1], fw) or is_punct(norm[hi - 1])):
         hi -= 1
-    return norm[lo:hi]
+    return list(norm[lo:hi])
 
 
 def _forward_ids(e: _Entity, forward: AlignedTranslation, source_text: str | None) -> set[int]:
@@ -401,7 +402,7 @@ def _forward_ids(e: _Entity, forward: AlignedTranslation, source_text: str | Non
     if source_text is not None and source_text == forward.text and s.token_start is not None:
         positions = range(s.token_start, s.token_end or s.token_start)
     else:
-        norm = _strip_function_words(e.src_norm)
+        norm = _strip_function_words(tuple(e.src_norm))
         fnorm = [k[0] for k in m.token_keys(forward.tokens, "en")]
         hits = m.find_all(fnorm, norm)
         if not hits:
