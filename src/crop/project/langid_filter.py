@@ -86,11 +86,13 @@ class LanguageID:
             raise ValueError(f"langid knows none of {wanted}")
         cols = [self._f.classes.index(lang) for lang in langs]
         self.languages = langs
-        self._ptc = np.ascontiguousarray(self._f.nb_ptc[:, cols])
+        self._cols = [np.ascontiguousarray(self._f.nb_ptc[:, c]) for c in cols]
         self._pc = self._f.nb_pc[cols]
 
-    def scores(self, texts: Sequence[str]) -> np.ndarray:
-        """Log-scores, shape (len(texts), len(languages))."""
+    def scores(self, texts: Sequence[str], skip_names: bool = False) -> np.ndarray:
+        """Log-scores, shape (len(texts), len(languages)). With `skip_names`, capitalized words after the
+        first of each text are left out (names belong to both languages and mislead language id on short
+        sentences: langid.py calls "Pedro Sánchez visited Berlin." Spanish)."""
         out = np.tile(self._pc, (len(texts), 1))
         if not texts:
             return out
@@ -98,7 +100,10 @@ class LanguageID:
         # texts joined by NUL, a byte no feature contains, so that no n-gram crosses from one text to the next
         data = [t.encode("utf8") for t in texts]
         starts = np.cumsum([0] + [len(d) + 1 for d in data[:-1]])
-        buf = np.frombuffer(b"\0".join(data) + b"\0" * (f.longest + 1), dtype=np.uint8).astype(np.int32)
+        raw = np.frombuffer(b"\0".join(data) + b"\0" * (f.longest + 1), dtype=np.uint8)
+        if skip_names:
+            raw = _blank_names(raw)
+        buf = raw.astype(np.int32)
         ids, nxt = f.ids.ravel(), f.nxt.ravel()
         hits: list[np.ndarray] = []
         feats: list[np.ndarray] = []
@@ -119,19 +124,40 @@ class LanguageID:
                 break
         r = np.searchsorted(starts, np.concatenate(hits), side="right") - 1
         fe = np.concatenate(feats)
-        for c in range(len(self.languages)):
-            out[:, c] += np.bincount(r, weights=self._ptc[fe, c], minlength=len(texts))
+        for c, col in enumerate(self._cols):
+            out[:, c] += np.bincount(r, weights=col.take(fe), minlength=len(texts))
         return out
 
-    def classify(self, texts: Sequence[str]) -> list[tuple[str, float]]:
+    def classify(self, texts: Sequence[str], skip_names: bool = False) -> list[tuple[str, float]]:
         """Each text's most likely candidate language and its probability among the candidates."""
-        s = self.scores(texts)
+        s = self.scores(texts, skip_names)
         best = np.argmax(s, axis=1)
         probs = 1.0 / np.sum(np.exp(s - s[np.arange(len(texts)), best][:, None]), axis=1)
         return [(self.languages[b], float(p)) for b, p in zip(best, probs, strict=True)]
 
-    def is_lang(self, texts: Sequence[str], lang: str, min_prob: float = 0.5) -> list[bool]:
+    def is_lang(self, texts: Sequence[str], lang: str, min_prob: float = 0.5, skip_names: bool = False) -> list[bool]:
         """Whether each text is in `lang`: yes unless another candidate wins with at least `min_prob`."""
         if lang not in self.languages:
             return [True] * len(texts)  # a language langid does not know cannot be checked
-        return [best == lang or p < min_prob for best, p in self.classify(texts)]
+        return [best == lang or p < min_prob for best, p in self.classify(texts, skip_names)]
+
+
+def _blank_names(buf: np.ndarray) -> np.ndarray:
+    """The bytes with every word that follows a space and starts with a capital (ASCII or Latin-1 range:
+    À-Þ) replaced by NUL, which no feature contains, so those words add no n-gram."""
+    nxt = np.empty_like(buf)
+    nxt[:-1], nxt[-1] = buf[1:], 0
+    upper = ((buf >= 0x41) & (buf <= 0x5A)) | ((buf == 0xC3) & (nxt >= 0x80) & (nxt <= 0x9E) & (nxt != 0x97))
+    after_space = np.empty(len(buf), dtype=bool)
+    after_space[0], after_space[1:] = False, buf[:-1] == 0x20
+    starts = np.flatnonzero(upper & after_space)
+    if not len(starts):
+        return buf
+    bounds = np.flatnonzero((buf == 0x20) | (buf == 0))
+    ends = bounds[np.searchsorted(bounds, starts)]
+    depth = np.zeros(len(buf) + 1, dtype=np.int32)
+    np.add.at(depth, starts, 1)
+    np.add.at(depth, ends, -1)
+    out = buf.copy()
+    out[np.cumsum(depth[:-1]) > 0] = 0
+    return out

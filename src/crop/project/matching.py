@@ -248,32 +248,33 @@ def context(raw: Sentence, trans: Sentence, start: int, end: int,
     return [(lo, hi, score)]
 
 
-def _capitalized(raw: Sentence, i: int) -> bool:
-    return i > 0 and raw.tokens[i][:1].isupper() and raw.is_content(i)
+def complete_name(raw: Sentence, lo: int, hi: int, taken: list[bool]) -> tuple[int, int]:
+    """Grow [lo, hi) over adjacent capitalized words, also across one connector (de, del, d', la) when a
+    capitalized word follows it; never over a sentence-initial word or another entity's tokens."""
+    toks = raw.tokens
+    if not toks[lo][:1].isupper():
+        return lo, hi
+    # (the cheap capital-letter test comes first: most neighbours are lowercase words)
+    while lo > 0 and not taken[lo - 1]:
+        if lo - 1 > 0 and toks[lo - 1][:1].isupper() and raw.is_content(lo - 1):
+            lo -= 1
+        elif (lo > 2 and not taken[lo - 2] and toks[lo - 2][:1].isupper() and raw.is_content(lo - 2)
+              and _connector(raw, lo - 1)):
+            lo -= 2
+        else:
+            break
+    n = len(toks)
+    while hi < n and not taken[hi]:
+        if toks[hi][:1].isupper() and raw.is_content(hi):
+            hi += 1
+        elif (hi + 1 < n and not taken[hi + 1] and toks[hi + 1][:1].isupper() and raw.is_content(hi + 1)
+              and _connector(raw, hi)):
+            hi += 2
+        else:
+            break
+    return lo, hi
 
 
 def _connector(raw: Sentence, i: int) -> bool:
     """A function word (de, del, d', la) that can sit inside a name."""
     return not raw.is_content(i) and not is_punct(raw.key(i)[0])
-
-
-def complete_name(raw: Sentence, lo: int, hi: int, taken: list[bool]) -> tuple[int, int]:
-    """Grow [lo, hi) over adjacent capitalized words, also across one connector (de, del, d', la) when a
-    capitalized word follows it; never over a sentence-initial word or another entity's tokens."""
-    if not raw.tokens[lo][:1].isupper():
-        return lo, hi
-    while lo > 0 and not taken[lo - 1]:
-        if _capitalized(raw, lo - 1):
-            lo -= 1
-        elif lo > 1 and not taken[lo - 2] and _capitalized(raw, lo - 2) and _connector(raw, lo - 1):
-            lo -= 2
-        else:
-            break
-    while hi < len(raw) and not taken[hi]:
-        if _capitalized(raw, hi):
-            hi += 1
-        elif hi + 1 < len(raw) and not taken[hi + 1] and _capitalized(raw, hi + 1) and _connector(raw, hi):
-            hi += 2
-        else:
-            break
-    return lo, hi

@@ -234,9 +234,8 @@ class Projector:
         if cfg.complete_names and raw.lang not in CHAR_LEVEL_LANGS:
             for ref, (lo, hi, score, method) in list(placed.items()):
                 nlo, nhi = m.complete_name(raw, lo, hi, taken)
-                if (nlo, nhi) != (lo, hi):
-                    for i in range(nlo, nhi):
-                        taken[i] = True
+                if nlo != lo or nhi != hi:
+                    taken[nlo:nhi] = [True] * (nhi - nlo)
                     placed[ref] = (nlo, nhi, score, method)
         return self._verdict(raw, entities, placed, back, id, text, offsets, lang)
 
@@ -323,14 +322,14 @@ class Projector:
                 continue
             fwd_text = r.source_text if r.source_is_translation else None
             if fwd_text:
-                checks.setdefault((r.source_lang, r.lang), []).append((i, _without_names(fwd_text), "forward"))
+                checks.setdefault((r.source_lang, r.lang), []).append((i, fwd_text, "forward"))
             if r.back is not None and r.back.text:
-                checks.setdefault((r.lang, r.source_lang), []).append((i, _without_names(r.back.text), "back"))
+                checks.setdefault((r.lang, r.source_lang), []).append((i, r.back.text, "back"))
         for (lang, other), items in checks.items():
             if (lang, other) not in self._langid:
                 self._langid[(lang, other)] = LanguageID([lang, other])
             verdicts = self._langid[(lang, other)].is_lang([t for _, t, _ in items], lang,
-                                                           self.config.langid_min_prob)
+                                                           self.config.langid_min_prob, skip_names=True)
             for (i, _, kind), ok in zip(items, verdicts, strict=True):
                 res = results[i]
                 if ok or res.status != Status.kept:  # the other translation may have discarded it already
@@ -350,6 +349,8 @@ def _merge_broken(raw: m.Sentence, entities: list[_Entity], placed: dict[int, tu
     """Join neighbouring entities that are one name the tagger broke: two persons around a name particle
     (Lula | da | Silva, Ursula von | der | Leyen), or an English span that ends on a function word ("National
     Library of" | Spain). The first entity's label wins (the head comes first in the Romance languages)."""
+    if len(placed) < 2:
+        return placed
     order = sorted(placed, key=lambda r: placed[r][0])
     fw = function_words(source_lang)
     merged = dict(placed)
@@ -370,14 +371,6 @@ def _merge_broken(raw: m.Sentence, entities: list[_Entity], placed: dict[int, tu
                 continue
         i += 1
     return merged
-
-
-def _without_names(text: str) -> str:
-    """The text without capitalized words after the first: names are shared by both languages and mislead
-    language id on short sentences ("Pedro Sánchez visited Berlin." looks Spanish to langid.py)."""
-    words = text.split()
-    kept = [w for w in words[1:] if not w[0].isupper()]
-    return words[0] + " " + " ".join(kept) if len(kept) >= 2 else text
 
 
 @lru_cache(maxsize=100_000)
