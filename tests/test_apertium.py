@@ -7,21 +7,15 @@ import re
 import subprocess
 
 import pytest
+from helpers import spans_of
 
 from crop.text import tokenize
 from crop.translate.apertium import ApertiumTranslator
 from crop.translate.base import AligningTranslator, Translator, UnsupportedPair
-from crop.types import LabeledItem, Span
+from crop.types import LabeledItem
 
 pytestmark = pytest.mark.integration
 
-
-def spans_of(text: str, *items: tuple[str, str]) -> list[Span]:
-    out = []
-    for sub, label in items:
-        start = text.index(sub)
-        out.append(Span(start=start, end=start + len(sub), label=label, text=sub))
-    return out
 
 
 @pytest.fixture

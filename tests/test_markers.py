@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 import pytest
+from helpers import spans_of
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -13,14 +14,6 @@ from crop.types import LabeledResult, Span
 
 CODECS = ["slot", "tag", "html", "bracket"]
 
-
-def spans_of(text: str, *items: tuple[str, str]) -> list[Span]:
-    """Spans for the given (substring, label) pairs, each at its first occurrence in text."""
-    out = []
-    for sub, label in items:
-        start = text.index(sub)
-        out.append(Span(start=start, end=start + len(sub), label=label, text=sub))
-    return out
 
 
 def found(res: LabeledResult) -> list[tuple[str, int | None]]:

@@ -154,8 +154,7 @@ class Projector:
 
     def project_many(self, requests: Sequence[ProjectionRequest]) -> list[ProjectionResult]:
         """Project a batch; the language-id filter runs over the whole batch at once."""
-        results = [self._match(r.tokens, r.lang, r.source, r.back, r.forward, r.source_text, r.id, r.text,
-                               r.source_lang, r.offsets) for r in requests]
+        results = [self._match(r) for r in requests]
         if self.config.langid:
             self._language_filter(requests, results)
         return results
@@ -179,20 +178,9 @@ class Projector:
         return self.project_many([ProjectionRequest(tokens, lang, source, back, forward, source_text, id, text,
                                                     source_lang, offsets, source_is_translation)])[0]
 
-    def _match(
-        self,
-        tokens: Sequence[str],
-        lang: str,
-        source: Sequence[Span],
-        back: LabeledResult | None = None,
-        forward: AlignedTranslation | None = None,
-        source_text: str | None = None,
-        id: str = "",
-        text: str | None = None,
-        source_lang: str = "en",
-        offsets: Sequence[tuple[int, int]] | None = None,
-        source_is_translation: bool = False,
-    ) -> ProjectionResult:
+    def _match(self, r: ProjectionRequest) -> ProjectionResult:
+        tokens, lang, source, back, forward = r.tokens, r.lang, r.source, r.back, r.forward
+        source_text, source_lang = r.source_text, r.source_lang
         cfg = self.config
         raw = m.Sentence(tokens, lang)
         entities = [
@@ -237,7 +225,7 @@ class Projector:
                 if nlo != lo or nhi != hi:
                     taken[nlo:nhi] = [True] * (nhi - nlo)
                     placed[ref] = (nlo, nhi, score, method)
-        return self._verdict(raw, entities, placed, back, id, text, offsets, lang)
+        return self._verdict(raw, entities, placed, back, r.id, r.text, r.offsets, lang)
 
     # -- candidates ----------------------------------------------------------------------------------------
 
