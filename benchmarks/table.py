@@ -26,7 +26,7 @@ def quality_table(q: dict) -> str:
 
 
 def _rate(r: dict) -> str:
-    return f"{r['best']:,} (median {r['median']:,})"
+    return f"{r['median']:,} warm (best {r['best']:,}); {r['cold_median']:,} with empty caches"
 
 
 def throughput_table(t: dict) -> str:

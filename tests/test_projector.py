@@ -527,3 +527,13 @@ def test_two_people_joined_by_a_conjunction_stay_apart(projector: Projector) -> 
                             back=back(bt, ("Ramón Otero", "PER", 0), ("Florentino López", "PER", 1)))
     check(res)
     assert [e.text for e in res.entities] == ["Ramón Otero", "Florentino López"]
+
+
+def test_completion_does_not_cross_a_preposition(projector: Projector) -> None:
+    raw = "El presidente recibió a Lula en Santiago ayer ."
+    en = "The president received Lula in Santiago yesterday."
+    bt = "El presidente recibió a Lula en Santiago ayer."
+    res = projector.project(toks(raw), "es", source(en, ("Santiago", "LOC")),
+                            back=back(bt, ("Santiago", "LOC", 0)))
+    check(res)
+    assert [e.text for e in res.entities] == ["Santiago"]

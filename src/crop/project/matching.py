@@ -275,6 +275,12 @@ def complete_name(raw: Sentence, lo: int, hi: int, taken: list[bool]) -> tuple[i
     return lo, hi
 
 
+# particles that sit inside names (Universitat de Lleida, Lula da Silva, Ursula von der Leyen); prepositions
+# such as "en" or "a" and conjunctions separate names instead
+NAME_PARTICLES = frozenset({"de", "da", "do", "das", "dos", "del", "della", "di", "d'", "von", "van", "der", "den",
+                            "la", "le", "du", "des", "of", "the"})
+
+
 def _connector(raw: Sentence, i: int) -> bool:
-    """A function word (de, del, d', la) that can sit inside a name."""
-    return not raw.is_content(i) and not is_punct(raw.key(i)[0])
+    """A particle that can sit inside a name."""
+    return raw.key(i)[0] in NAME_PARTICLES

@@ -327,9 +327,6 @@ class Projector:
                 res.reason = f"{what} is not {lang}"
 
 
-# particles inside names (Lula da Silva, Ursula von der Leyen, Biblioteca Nacional de España)
-_CONNECTORS = frozenset({"de", "da", "do", "das", "dos", "del", "della", "di", "d'", "von", "van", "der", "den",
-                         "la", "le", "du", "des", "of", "the"})
 
 
 def _merge_broken(raw: m.Sentence, entities: list[_Entity], placed: dict[int, tuple[int, int, float, str]],
@@ -352,13 +349,21 @@ def _merge_broken(raw: m.Sentence, entities: list[_Entity], placed: dict[int, tu
             src = entities[a].src_norm
             same_person = entities[a].label == entities[b].label == "PER"
             broken_source = bool(src) and is_function_word(src[-1], fw)
-            if (same_person or broken_source) and all(raw.key(k)[0] in _CONNECTORS for k in gap):
+            if (same_person or broken_source) and all(raw.key(k)[0] in m.NAME_PARTICLES for k in gap):
                 merged[a] = (lo_a, hi_b, min(score_a, score_b), method_a)
                 del merged[b]
                 order.pop(i + 1)
                 continue
         i += 1
     return merged
+
+
+def clear_caches() -> None:
+    """Forget the per-word and per-entity caches (normalized forms, token keys, tokenized entity strings):
+    frees their memory in a long-running worker, and lets a benchmark measure a cold start."""
+    m._KEYS.clear()
+    for cached in (_entity_norm, _marked_words, _strip_function_words, normalize):
+        cached.cache_clear()
 
 
 @lru_cache(maxsize=100_000)
