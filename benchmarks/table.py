@@ -25,6 +25,19 @@ def quality_table(q: dict) -> str:
     return "\n".join(rows)
 
 
+def ablation_table(q: dict) -> str:
+    """Projection-alone F1 of `exact` plus one method, and of the cascade without one method."""
+    langs = [lang for lang, r in q["languages"].items() if "ablation" in r["projection_alone"]]
+    if not langs:
+        return ""
+    keys = list(q["languages"][langs[0]]["projection_alone"]["ablation"])
+    rows = ["| projection alone | " + " | ".join(langs) + " |", "|---|" + "---|" * len(langs)]
+    for k in keys:
+        rows.append(f"| {k} | " + " | ".join(f"{q['languages'][lang]['projection_alone']['ablation'][k]:.3f}"
+                                             for lang in langs) + " |")
+    return "\n".join(rows)
+
+
 def _rate(r: dict) -> str:
     return f"{r['median']:,} warm (best {r['best']:,}); {r['cold_median']:,} with empty caches"
 
@@ -43,6 +56,9 @@ def throughput_table(t: dict) -> str:
 
 
 if __name__ == "__main__":
-    print(quality_table(json.loads((RESULTS / "quality.json").read_text())))
+    quality = json.loads((RESULTS / "quality.json").read_text())
+    print(quality_table(quality))
+    print()
+    print(ablation_table(quality))
     print()
     print(throughput_table(json.loads((RESULTS / "throughput.json").read_text())))

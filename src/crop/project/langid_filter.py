@@ -38,22 +38,33 @@ def _model() -> _Features:
 
     ident = LanguageIdentifier.from_modelstring(model, norm_probs=False)
     nextmove = np.asarray(ident.tk_nextmove, dtype=np.int64).reshape(-1, 256)
-    # breadth-first over the automaton: the first string that reaches a state is its trie prefix
-    strings: dict[int, bytes] = {0: b""}
-    frontier = [0]
+    # breadth-first over the automaton, one level at a time: a state first reached at depth d is reached only
+    # by the d bytes of its trie prefix, so any of the edges that reach it then gives its string
+    parent = np.full(len(nextmove), -1, dtype=np.int64)
+    last_byte = np.zeros(len(nextmove), dtype=np.int64)
+    seen = np.zeros(len(nextmove), dtype=bool)
+    seen[0] = True
+    frontier = np.array([0])
     for _ in range(_MAX_ORDER):
-        nxt = []
-        for state in frontier:
-            prefix = strings[state]
-            targets = nextmove[state]
-            for byte in np.nonzero(targets)[0]:
-                t = int(targets[byte])
-                if t not in strings:
-                    strings[t] = prefix + bytes([int(byte)])
-                    nxt.append(t)
-        frontier = nxt
-        if not frontier:
+        targets = nextmove[frontier].ravel()
+        new = ~seen[targets]
+        if not new.any():
             break
+        states, first = np.unique(targets[new], return_index=True)
+        parent[states] = np.repeat(frontier, 256)[new][first]
+        last_byte[states] = np.tile(np.arange(256), len(frontier))[new][first]
+        seen[states] = True
+        frontier = states
+    strings: dict[int, bytes] = {0: b""}
+
+    def string_of(state: int) -> bytes:
+        if state not in strings:
+            strings[state] = string_of(int(parent[state])) + bytes([int(last_byte[state])])
+        return strings[state]
+
+    for state in ident.tk_output:
+        if seen[state]:
+            string_of(state)
     pattern: dict[int, bytes] = {}
     for state, feats in ident.tk_output.items():
         s = strings.get(state)
