@@ -97,7 +97,7 @@ def spans_to_bio(n: int, spans: Iterable[TokenSpan]) -> list[str]:
     for start, end, label in spans:
         if not 0 <= start < end <= n:
             raise ValueError(f"span ({start}, {end}) outside 0..{n}")
-        if tags[start] != "O" or tags[end - 1] != "O" or any(t != "O" for t in tags[start + 1 : end - 1]):
+        if tags[start:end].count("O") != end - start:
             raise ValueError(f"span ({start}, {end}, {label}) overlaps another span")
         tags[start] = "B-" + label
         if end - start > 1:

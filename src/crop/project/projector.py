@@ -85,11 +85,13 @@ class _Marked:
     hi: int
     start: int  # character offsets of the core in the back-translation
     end: int
+    core: list[str]  # tokens[lo:hi]
+    core_norm: list[str]  # norm[lo:hi]
 
 
 @lru_cache(maxsize=100_000)
 def _marked_words(text: str, lang: str, initial: bool) -> tuple[list[str], list[str], list[bool], int, int,
-                                                                 list[tuple[int, int]]]:
+                                                                 list[tuple[int, int]], list[str], list[str]]:
     tokens, offsets = tokenize(text, lang)
     keys = m.token_keys(tokens, lang)
     content = [k[1] or (k[2] and (i > 0 or not initial)) for i, k in enumerate(keys)]
@@ -98,14 +100,15 @@ def _marked_words(text: str, lang: str, initial: bool) -> tuple[list[str], list[
         lo += 1
     while hi > lo and not content[hi - 1]:
         hi -= 1
-    return tokens, [k[0] for k in keys], content, lo, hi, offsets
+    norm = [k[0] for k in keys]
+    return tokens, norm, content, lo, hi, offsets, tokens[lo:hi], norm[lo:hi]
 
 
 def _marked(span: Span, lang: str) -> _Marked:
-    tokens, norm, content, lo, hi, offsets = _marked_words(span.text, lang, span.start == 0)
+    tokens, norm, content, lo, hi, offsets, core, core_norm = _marked_words(span.text, lang, span.start == 0)
     start = span.start + offsets[lo][0] if lo < hi else span.start
     end = span.start + offsets[hi - 1][1] if lo < hi else span.start
-    return _Marked(tokens, norm, content, lo, hi, start, end)
+    return _Marked(tokens, norm, content, lo, hi, start, end, core, core_norm)
 
 
 @dataclass(slots=True)
@@ -184,8 +187,7 @@ class Projector:
         cfg = self.config
         raw = m.Sentence(tokens, lang)
         entities = [
-            _Entity(ref=i, label=s.label, source=s,
-                    src_norm=_entity_norm(s.text, source_lang))
+            _Entity(i, s.label, s, _entity_norm(s.text, source_lang))
             for i, s in enumerate(source)
         ]
         trans = None
@@ -243,15 +245,15 @@ class Projector:
                 return m.crop_rule(raw, words, max_words=10)
             expected = mk.start / max(len(trans.back.text), 1) * len(raw)
             if method == "exact":
-                return m.exact(raw, mk.tokens[mk.lo:mk.hi], expected)
+                return m.exact(raw, mk.core, expected)
             if method == "normalized":
-                return m.normalized(raw, mk.norm[mk.lo:mk.hi], expected)
+                return m.normalized(raw, mk.core_norm, expected)
             if method == "crop_rule":
                 return m.crop_rule(raw, [mk.norm[i] for i in range(mk.lo, mk.hi) if mk.content[i]])
             if method == "context":
                 tok = trans.token_span(mk.start, mk.end)
                 return m.context(raw, trans.sentence, *tok, trans.anchors(raw)) if tok else []
-            return m.fuzzy(raw, mk.norm[mk.lo:mk.hi], self.config.fuzzy_threshold, raw.lang)
+            return m.fuzzy(raw, mk.core_norm, self.config.fuzzy_threshold, raw.lang)
         expected = e.source.token_start or 0
         if method == "source_copy":
             norm = _strip_function_words(tuple(e.src_norm))
@@ -337,6 +339,9 @@ def _merge_broken(raw: m.Sentence, entities: list[_Entity], placed: dict[int, tu
     if len(placed) < 2:
         return placed
     order = sorted(placed, key=lambda r: placed[r][0])
+    # only neighbours one or two tokens apart can be one broken name
+    if not any(1 <= placed[b][0] - placed[a][1] <= 2 for a, b in zip(order, order[1:], strict=False)):
+        return placed
     fw = function_words(source_lang)
     merged = dict(placed)
     i = 0
