@@ -27,6 +27,7 @@ _TOKEN_RE = re.compile(
 )
 # an elided article or preposition at the start of a word: l'OTAN d'Exteriors qu'ell dell'Italia
 _ELISION_RE = re.compile(rf"^((?:[ldmnstjcLDMNSTJC]|[Qq]u|[Ss]ull|[Dd]ell|[Nn]ell|[Aa]ll)[{_APOS}])(?=[^\W\d_])")
+_CHUNK_RE = re.compile(r"\S+")
 _CJK_SPLIT_RE = re.compile(f"[{_CJK}]|[^{_CJK}]+")
 _EN_CLITIC_RE = re.compile(rf"^(.+?)([{_APOS}](?:s|S|re|ve|ll|d|m)|n[{_APOS}]t)$")
 
@@ -42,8 +43,25 @@ def tokenize(text: str, lang: str = "") -> tuple[list[str], list[tuple[int, int]
     offsets: list[tuple[int, int]] = []
     char_level = lang in CHAR_LEVEL_LANGS
     english = lang == "en"
+    if not char_level:
+        # fast path: a chunk between spaces that is all letters of an alphabetic script is one token
+        # (the regex, below, is for the others: punctuation, numbers, clitics, abbreviations)
+        for chunk in _CHUNK_RE.finditer(text):
+            word = chunk.group()
+            if word.isalpha() and max(word) < "\u2e80":
+                tokens.append(word)
+                offsets.append(chunk.span())
+            else:
+                _tokenize_into(word, chunk.start(), english, tokens, offsets)
+        return tokens, offsets
+    _tokenize_into(text, 0, english, tokens, offsets, char_level=True)
+    return tokens, offsets
+
+
+def _tokenize_into(text: str, base: int, english: bool, tokens: list[str], offsets: list[tuple[int, int]],
+                   char_level: bool = False) -> None:
     for m in _TOKEN_RE.finditer(text):
-        tok, start = m.group(), m.start()
+        tok, start = m.group(), base + m.start()
         if char_level and len(tok) > 1 and not tok.isascii():
             # one token per character of the script without spaces; runs of other letters stay words
             for piece in _CJK_SPLIT_RE.finditer(tok):
@@ -53,16 +71,15 @@ def tokenize(text: str, lang: str = "") -> tuple[list[str], list[tuple[int, int]
         if ("'" in tok or "’" in tok) and not english and (em := _ELISION_RE.match(tok)):
             head = em.group(1)
             tokens += [head, tok[len(head):]]
-            offsets += [(start, start + len(head)), (start + len(head), m.end())]
+            offsets += [(start, start + len(head)), (start + len(head), start + len(tok))]
             continue
         if english and (cm := _EN_CLITIC_RE.match(tok)):
             head = cm.group(1)
             tokens += [head, cm.group(2)]
-            offsets += [(start, start + len(head)), (start + len(head), m.end())]
+            offsets += [(start, start + len(head)), (start + len(head), start + len(tok))]
             continue
         tokens.append(tok)
-        offsets.append((start, m.end()))
-    return tokens, offsets
+        offsets.append((start, start + len(tok)))
 
 
 def detokenize(tokens: Sequence[str], lang: str = "") -> tuple[str, list[tuple[int, int]]]:
