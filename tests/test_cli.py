@@ -168,9 +168,16 @@ def test_project_missing_input(tmp_path: Path) -> None:
 def test_project_bad_jsonl_line(dev_file: Path, tmp_path: Path) -> None:
     bad = tmp_path / "bad.jsonl"
     lines = dev_file.read_text(encoding="utf-8").splitlines()[:2]
-    bad.write_text("\n".join([*lines, '{"id": "x", "tokens": [}']) + "\n", encoding="utf-8")
-    result = invoke("project", "--src-lang", "es", "--input", bad, "--output", tmp_path / "o.jsonl")
+    bad.write_text("\n".join([*lines, '{"id": "x", "tokens": [}', lines[0]]) + "\n", encoding="utf-8")
+    result = invoke("project", "--src-lang", "es", "--input", bad, "--output", tmp_path / "o.jsonl", "--strict-input")
     assert_clean_error(result, "bad.jsonl:3", "invalid JSON")
+    # by default the line is recorded as failed, in its place, and the job goes on
+    result = invoke("project", "--src-lang", "es", "--input", bad, "--output", tmp_path / "o.jsonl")
+    assert result.exit_code == 0, result.output
+    out = [json.loads(x) for x in (tmp_path / "o.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert len(out) == 4
+    assert out[2]["status"] == "failed" and "bad.jsonl:3" in out[2]["reason"] and "invalid JSON" in out[2]["reason"]
+    assert all(o["status"] in ("kept", "discarded") for o in out[:2] + out[3:])
 
 
 @pytest.mark.integration
@@ -179,8 +186,12 @@ def test_project_invalid_record(tmp_path: Path) -> None:
         {"id": "a", "tokens": ["Hola", "."]},
         {"id": "b", "tokens": ["Hola", "."], "tags": ["O"]},
     ])
-    result = invoke("project", "--src-lang", "es", "--input", bad, "--output", tmp_path / "o.jsonl")
+    result = invoke("project", "--src-lang", "es", "--input", bad, "--output", tmp_path / "o.jsonl", "--strict-input")
     assert_clean_error(result, "bad.jsonl:2", "'tags' has 1 tags for 2 tokens")
+    result = invoke("project", "--src-lang", "es", "--input", bad, "--output", tmp_path / "o.jsonl")
+    out = [json.loads(x) for x in (tmp_path / "o.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert [o["id"] for o in out] == ["a", "b"]
+    assert out[1]["status"] == "failed" and "'tags' has 1 tags for 2 tokens" in out[1]["reason"]
 
 
 def test_project_unknown_method(dev_file: Path, tmp_path: Path) -> None:

@@ -327,3 +327,20 @@ def test_read_gold_errors(tmp_path: Path, records: list[dict], message: str) -> 
     p = write(tmp_path / "g.jsonl", lines_of(*records))
     with pytest.raises(InputError, match=rf"g\.jsonl{message}"):
         read_gold(p)
+
+
+def test_read_jsonl_keeps_bad_lines_in_place_when_asked(tmp_path: Path) -> None:
+    from crop.io import InvalidLine
+
+    path = tmp_path / "mixed.jsonl"
+    path.write_text('{"id": "a", "tokens": ["Hola"]}\n{"id": "b", "tokens": [}\n\n'
+                    '{"id": "c", "tokens": ["x"], "tags": ["O", "O"]}\n{"id": "d", "tokens": ["Adiós"]}\n',
+                    encoding="utf-8")
+    items = list(read_jsonl(path, "es", on_error="keep"))
+    assert [type(i).__name__ for i in items] == ["InputSentence", "InvalidLine", "InvalidLine", "InputSentence"]
+    bad_json, bad_tags = items[1], items[2]
+    assert isinstance(bad_json, InvalidLine) and bad_json.lineno == 2 and "invalid JSON" in bad_json.reason
+    assert bad_json.id == "mixed-000002"  # no id could be read from it
+    assert isinstance(bad_tags, InvalidLine) and bad_tags.id == "c" and "mixed.jsonl:4" in bad_tags.reason
+    with pytest.raises(InputError, match="mixed.jsonl:2"):
+        list(read_jsonl(path, "es"))

@@ -72,6 +72,8 @@ def project(
     keep_all_o: Annotated[bool, typer.Option(help="keep sentences without entities")] = False,
     no_langid: Annotated[bool, typer.Option(help="skip the language-id filter")] = False,
     max_tokens: Annotated[int, typer.Option(help="discard longer sentences")] = 128,
+    strict_input: Annotated[bool, typer.Option(help="stop at the first malformed input line (default: record it "
+                                                     "as failed, with the reason, and go on)")] = False,
     batch_size: Annotated[int, typer.Option(min=1, help="sentences per engine batch")] = 256,
     stats: Annotated[Path | None, typer.Option(help="write run statistics (counts, time per stage) as JSON")] = None,
 ) -> None:
@@ -93,7 +95,7 @@ def project(
         with progress, JsonlWriter(output) as out:
             task = progress.add_task("project", total=total, kept=0)
             kept = 0
-            for result in pipe.run(read_input(input, src_lang)):
+            for result in pipe.run(read_input(input, src_lang, on_error="raise" if strict_input else "keep")):
                 out.write(result)
                 if result.status == "kept":
                     kept += 1

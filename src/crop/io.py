@@ -16,7 +16,7 @@ import sys
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Any, TextIO
+from typing import IO, Any, Literal, TextIO
 
 from pydantic import BaseModel, Field
 
@@ -279,16 +279,41 @@ def iter_jsonl(path: PathLike) -> Iterator[tuple[int, Any]]:
         yield lineno, value
 
 
-def read_jsonl(path: PathLike, lang: str | None = None) -> Iterator[InputSentence]:
+class InvalidLine(BaseModel):
+    """A line of the input that is not a sentence, kept in its place so that a job can report it as failed
+    instead of stopping (`on_error="keep"`)."""
+
+    id: str
+    lang: str = ""
+    lineno: int
+    reason: str
+
+
+def read_jsonl(path: PathLike, lang: str | None = None,
+               on_error: Literal["raise", "keep"] = "raise") -> Iterator[InputSentence | InvalidLine]:
     """Sentences of a JSONL file (the format of the dev sets): `id`, `tokens` (kept exactly as given) or
     `text` (tokenized), optional `lang` (else `lang` here), `tags`, `en_tokens`, `en_tags`, `offsets` (with
-    `text`). A record without id gets `{stem}-{lineno:06d}`."""
+    `text`). A record without id gets `{stem}-{lineno:06d}`. A bad line raises `InputError`, or with
+    `on_error="keep"` comes out as an `InvalidLine` in its place."""
     name, base = _name(path), stem(path)
-    for lineno, rec in iter_jsonl(path):
+    for lineno, line in _lines(path):
+        if not line.strip():
+            continue
+        default_id = f"{base}-{lineno:06d}"
+        rec: Any = None
         try:
-            yield sentence_from_record(rec, lang, default_id=f"{base}-{lineno:06d}")
-        except ValueError as e:
-            raise InputError(str(e), name, lineno) from None
+            rec = json.loads(line)
+            sentence = sentence_from_record(rec, lang, default_id=default_id)
+        except (json.JSONDecodeError, ValueError) as e:
+            reason = f"invalid JSON ({e.msg} at column {e.colno})" if isinstance(e, json.JSONDecodeError) else str(e)
+            error = InputError(reason, name, lineno)
+            if on_error == "raise":
+                raise error from None
+            rec_id = rec.get("id") if isinstance(rec, dict) else None
+            yield InvalidLine(id=str(rec_id) if rec_id else default_id, lang=lang or "", lineno=lineno,
+                              reason=str(error))
+            continue
+        yield sentence
 
 
 def sniff_format(path: PathLike) -> str:
@@ -312,11 +337,13 @@ def sniff_format(path: PathLike) -> str:
     return "text"
 
 
-def read_input(path: PathLike, lang: str | None = None) -> Iterator[InputSentence]:
+def read_input(path: PathLike, lang: str | None = None,
+               on_error: Literal["raise", "keep"] = "raise") -> Iterator[InputSentence | InvalidLine]:
     """Sentences of a JSONL file (`.jsonl`, `.json`, `.ndjson`, or content that is JSON objects) or of a text
-    file, one sentence a line; "-" reads text from stdin. `lang` is required for text."""
+    file, one sentence a line; "-" reads text from stdin. `lang` is required for text. `on_error` as in
+    `read_jsonl` (a text line is always a sentence)."""
     if sniff_format(path) == "jsonl":
-        return read_jsonl(path, lang)
+        return read_jsonl(path, lang, on_error)
     if not lang:
         raise InputError("reading plain text needs a language", _name(path))
     return read_text(path, lang)

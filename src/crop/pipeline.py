@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from itertools import islice
 
-from crop.io import InputSentence
+from crop.io import InputSentence, InvalidLine
 from crop.labels import bio_to_spans
 from crop.project import ProjectionRequest, Projector
 from crop.tag.base import Tagger
@@ -82,12 +82,16 @@ class CropPipeline:
         if needs_tagger and self.tagger is not None and self.pivot not in self.tagger.languages():
             raise ValueError(f"tagger {self.tagger.name!r} does not tag {self.pivot!r}")
 
-    def run(self, sentences: Iterable[InputSentence],
+    def run(self, sentences: Iterable[InputSentence | InvalidLine],
             on_result: Callable[[ProjectionResult], None] | None = None) -> Iterator[ProjectionResult]:
-        """Project a stream of sentences in batches; memory stays bounded by one batch."""
+        """Project a stream of sentences in batches; memory stays bounded by one batch. An input line that
+        was not a sentence (`InvalidLine`) comes out, in its place, as a failed result with its reason."""
         it = iter(sentences)
         while batch := list(islice(it, self.batch_size)):
-            for result in self._batch_isolating_failures(batch):
+            valid = [s for s in batch if isinstance(s, InputSentence)]
+            projected = iter(self._batch_isolating_failures(valid) if valid else ())
+            for item in batch:
+                result = next(projected) if isinstance(item, InputSentence) else _invalid(item)
                 self.stats.add(result)
                 if on_result is not None:
                     on_result(result)
@@ -175,6 +179,12 @@ class CropPipeline:
         ])
         self.stats.seconds["project"] += time.perf_counter() - t0
         return out
+
+
+def _invalid(line: InvalidLine) -> ProjectionResult:
+    log.warning("invalid input line", extra={"id": line.id, "line": line.lineno, "error": line.reason})
+    return ProjectionResult(id=line.id, lang=line.lang, tokens=[], tags=[], status=Status.failed,
+                            reason=f"invalid input: {line.reason}")
 
 
 def english_spans(tokens: Sequence[str], tags: Sequence[str]) -> tuple[str, list[Span]]:
