@@ -63,10 +63,9 @@ def assert_scores_close(ours: np.ndarray, ref: np.ndarray) -> None:
 
 
 @pytest.mark.parametrize("langs", [["es", "en"], ["en", "es"], ["gl", "ca", "es", "en", "pt"], ["ca"]])
-def test_scores_equal_langid_py(reference: LanguageIdentifier, shared_data_root: Path, langs: list[str]) -> None:
-    texts = raw_lines(shared_data_root) + EDGE_CASES
-    if len(texts) < 150:
-        pytest.skip("shared raw text not found (set CROP_SHARED_DATA)")
+def test_scores_equal_langid_py(reference: LanguageIdentifier, shared_data: Path, langs: list[str]) -> None:
+    texts = raw_lines(shared_data) + EDGE_CASES
+    assert len(texts) >= 150
     lid = LanguageID(langs)
     assert lid.languages == langs
     ours = lid.scores(texts)
