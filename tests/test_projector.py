@@ -537,3 +537,17 @@ def test_completion_does_not_cross_a_preposition(projector: Projector) -> None:
                             back=back(bt, ("Santiago", "LOC", 0)))
     check(res)
     assert [e.text for e in res.entities] == ["Santiago"]
+
+
+def test_forward_alignment_through_words_shared_with_another_translation(projector: Projector) -> None:
+    # the English sentence (gold, or the plain translation that was tagged) is not the word-aligned
+    # translation; the entity is found through the words the two share around it
+    raw = toks("El presidente chino visitó Pekín ayer .")
+    aligned_text = "The Chinese president visited Peking yesterday."
+    a_tokens = toks(aligned_text, "en")
+    alignment = [[0], [2], [1], [3], [4], [5], [6]]
+    forward = AlignedTranslation(text=aligned_text, tokens=a_tokens, alignment=alignment)
+    en = "The Chinese president visited Beijing yesterday."
+    res = projector.project(raw, "es", source(en, ("Beijing", "LOC")), back=None, forward=forward, source_text=en)
+    check(res)
+    assert found(res) == [("Pekín", "LOC", "forward")]

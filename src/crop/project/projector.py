@@ -367,7 +367,7 @@ def clear_caches() -> None:
     """Forget the per-word and per-entity caches (normalized forms, token keys, tokenized entity strings):
     frees their memory in a long-running worker, and lets a benchmark measure a cold start."""
     m._KEYS.clear()
-    for cached in (_entity_norm, _marked_words, _strip_function_words, normalize):
+    for cached in (_entity_norm, _marked_words, _strip_function_words, _shared_words, normalize):
         cached.cache_clear()
 
 
@@ -396,10 +396,31 @@ def _forward_ids(e: _Entity, forward: AlignedTranslation, source_text: str | Non
         norm = _strip_function_words(tuple(e.src_norm))
         fnorm = [k[0] for k in m.token_keys(forward.tokens, "en")]
         hits = m.find_all(fnorm, norm)
-        if not hits:
+        if hits:
+            positions = range(hits[0], hits[0] + len(norm))
+        elif source_text is not None and s.token_start is not None and s.token_end is not None:
+            # the English sentence is another translation of the same sentence (or a given one): map the
+            # entity's tokens onto the aligned translation through the words the two share
+            positions = _through_shared_words(source_text, forward, s.token_start, s.token_end)
+        else:
             return set()
-        positions = range(hits[0], hits[0] + len(norm))
     return {i for j in positions if j < len(forward.alignment) for i in forward.alignment[j]}
+
+
+@lru_cache(maxsize=1024)  # several entities of one sentence ask in turn
+def _shared_words(source_text: str, forward_tokens: tuple[str, ...]) -> dict[int, int]:
+    """Source token -> forward token, for the tokens of a longest common subsequence of the two."""
+    src = m.Sentence(tokenize(source_text, "en")[0], "en")
+    return dict(m.anchors(m.Sentence(forward_tokens, "en"), src))
+
+
+def _through_shared_words(source_text: str, forward: AlignedTranslation, start: int, end: int) -> range:
+    """Tokens of `forward` that stand where tokens start..end of `source_text` stand, by the anchors of a
+    longest common subsequence of the two; empty when the anchors right around the span do not pin it."""
+    s2f = _shared_words(source_text, tuple(forward.tokens))
+    if start - 1 in s2f and end in s2f and 0 < s2f[end] - s2f[start - 1] - 1 <= (end - start) + 1:
+        return range(s2f[start - 1] + 1, s2f[end])
+    return range(0)
 
 
 def _offsets_in(text: str, tokens: Sequence[str]) -> list[tuple[int, int]]:
