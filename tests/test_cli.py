@@ -231,3 +231,17 @@ def test_eval_errors(tmp_path: Path) -> None:
     assert_clean_error(invoke("eval", "--gold", gold, "--pred", bad), "pred.jsonl:2")
     wrong_len = _write_jsonl(tmp_path / "pred2.jsonl", [{"id": "a", "tokens": ["Hola", "."], "tags": ["O", "O"]}])
     assert_clean_error(invoke("eval", "--gold", gold, "--pred", wrong_len), "'a'")
+
+
+@pytest.mark.integration
+def test_project_without_the_aligned_forward_translation(tmp_path: Path) -> None:
+    text = tmp_path / "in.txt"
+    text.write_text("Pedro Sánchez visitó Berlín.\nLa Comisión Europea se reunió en Bruselas.\n", encoding="utf-8")
+    stats = tmp_path / "stats.json"
+    result = invoke("project", "--src-lang", "es", "--input", text, "--output", tmp_path / "o.jsonl",
+                    "--stats", stats, "--no-align")
+    assert result.exit_code == 0, result.output
+    seconds = json.loads(stats.read_text())["seconds"]
+    assert seconds["align"] == 0 and seconds["back"] > 0
+    out = [json.loads(x) for x in (tmp_path / "o.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert len(out) == 2 and all(e["method"] != "forward" for o in out for e in o["entities"])

@@ -75,6 +75,8 @@ def project(
     strict_input: Annotated[bool, typer.Option(help="stop at the first malformed input line (default: record it "
                                                      "as failed, with the reason, and go on)")] = False,
     batch_size: Annotated[int, typer.Option(min=1, help="sentences per engine batch")] = 256,
+    no_align: Annotated[bool, typer.Option(help="skip the word-aligned forward translation (about a third faster "
+                                                "with Apertium; the `forward` evidence is then missing)")] = False,
     stats: Annotated[Path | None, typer.Option(help="write run statistics (counts, time per stage) as JSON")] = None,
 ) -> None:
     """Project English NER labels onto raw target-language sentences (CROP steps 1-5)."""
@@ -82,6 +84,7 @@ def project(
         _fail(f"input file {input} does not exist")
     projector = _projector(methods, policy, keep_all_o, no_langid, max_tokens)
     pipe = _pipeline(translator, tagger, projector, batch_size)
+    pipe.use_alignment = pipe.use_alignment and not no_align
     try:
         pipe.check(src_lang)
     except ValueError as exc:
