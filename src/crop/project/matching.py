@@ -231,16 +231,17 @@ def context(raw: Sentence, trans: Sentence, start: int, end: int,
         hi = t2r[end - 1] + 1
     size = end - start
     score = 0.7
-    if lo is None and hi is None:
-        return []
     if lo is None:
+        if hi is None:
+            return []
         lo, score = hi - size, 0.55
     elif hi is None:
         hi, score = lo + size, 0.55
     if lo < 0 or hi > len(raw) or hi - lo <= 0 or hi - lo > size + 2:
         return []
     # the raw words of the span must not be anchored to words outside the entity
-    if any(r in anchored_raw and not any(start <= t < end and rr == r for t, rr in pairs) for r in range(lo, hi)):
+    inside = {r for t, r in pairs if start <= t < end}
+    if any(r in anchored_raw and r not in inside for r in range(lo, hi)):
         return []
     lo, hi = core(raw, lo, hi)
     if lo >= hi:
