@@ -551,3 +551,19 @@ def test_forward_alignment_through_words_shared_with_another_translation(project
     res = projector.project(raw, "es", source(en, ("Beijing", "LOC")), back=None, forward=forward, source_text=en)
     check(res)
     assert found(res) == [("Pekín", "LOC", "forward")]
+
+
+def test_capitalized_adjective_after_a_place_is_part_of_its_name(projector: Projector) -> None:
+    raw = "A misión foi lanzada desde a Güiana Francesa en abril ."
+    en = "The mission was launched from French Guyana in April."
+    bt = "A misión foi lanzada desde a Güiana Francesa en abril."
+    src = source(en, ("French", "MISC"), ("Guyana", "LOC"))
+    res = projector.project(toks(raw, "gl"), "gl", src, back=back(bt, ("Francesa", "MISC", 0), ("Güiana", "LOC", 1)))
+    check(res)
+    assert [(e.text, e.label) for e in res.entities] == [("Güiana Francesa", "LOC")]
+    # a lowercase demonym stays an entity of its own
+    raw2 = "O goberno francés visitou Madrid ."
+    bt2 = back("O goberno francés visitou Madrid.", ("francés", "MISC", 0), ("Madrid", "LOC", 1))
+    src2 = source("The French government visited Madrid.", ("French", "MISC"), ("Madrid", "LOC"))
+    res2 = projector.project(toks(raw2, "gl"), "gl", src2, back=bt2)
+    assert [(e.text, e.label) for e in res2.entities] == [("francés", "MISC"), ("Madrid", "LOC")]

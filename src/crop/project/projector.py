@@ -331,16 +331,21 @@ class Projector:
 
 
 
+# languages that write demonyms and other adjectives in lowercase, so that a capitalized one belongs to a name
+_LOWERCASE_DEMONYMS = frozenset({"es", "ca", "gl", "pt", "fr", "it", "ro", "oc", "an", "ast", "eu"})
+
+
 def _merge_broken(raw: m.Sentence, entities: list[_Entity], placed: dict[int, tuple[int, int, float, str]],
                   source_lang: str) -> dict[int, tuple[int, int, float, str]]:
     """Join neighbouring entities that are one name the tagger broke: two persons around a name particle
-    (Lula | da | Silva, Ursula von | der | Leyen), or an English span that ends on a function word ("National
-    Library of" | Spain). The first entity's label wins (the head comes first in the Romance languages)."""
+    (Lula | da | Silva, Ursula von | der | Leyen), an English span that ends on a function word ("National
+    Library of" | Spain), or a place or organisation followed by a capitalized MISC adjective (Güiana |
+    Francesa). The first entity's label wins (the head comes first in the Romance languages)."""
     if len(placed) < 2:
         return placed
     order = sorted(placed, key=lambda r: placed[r][0])
-    # only neighbours one or two tokens apart can be one broken name
-    if not any(1 <= placed[b][0] - placed[a][1] <= 2 for a, b in zip(order, order[1:], strict=False)):
+    # only neighbours at most two tokens apart can be one broken name
+    if not any(placed[b][0] - placed[a][1] <= 2 for a, b in zip(order, order[1:], strict=False)):
         return placed
     fw = function_words(source_lang)
     merged = dict(placed)
@@ -350,6 +355,15 @@ def _merge_broken(raw: m.Sentence, entities: list[_Entity], placed: dict[int, tu
         lo_a, hi_a, score_a, method_a = merged[a]
         lo_b, hi_b, score_b, _ = merged[b]
         gap = range(hi_a, lo_b)
+        # a capitalized adjective right after a place or organisation is part of its name (Güiana | Francesa):
+        # these languages write demonyms in lowercase, so the tagger's MISC "French" was the name's tail
+        tail = (not gap and raw.lang in _LOWERCASE_DEMONYMS and entities[b].label == "MISC"
+                and entities[a].label in ("LOC", "ORG") and raw.tokens[lo_b][:1].isupper())
+        if tail:
+            merged[a] = (lo_a, hi_b, min(score_a, score_b), method_a)
+            del merged[b]
+            order.pop(i + 1)
+            continue
         if 1 <= len(gap) <= 2:
             src = entities[a].src_norm
             same_person = entities[a].label == entities[b].label == "PER"
