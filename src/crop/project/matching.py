@@ -45,33 +45,47 @@ def token_key(token: str, lang: str) -> tuple[str, bool, bool]:
 
 
 class Sentence:
-    """A tokenized sentence with the keys that matching compares, computed on first use (exact matching, which
-    places most entities, needs none of them).
-
-    `norm` (normalized tokens), `content` (not punctuation nor a function word; a capitalized article inside a
-    sentence belongs to a name: La Haya, El Salvador) and `counts` (of each normalized token) are attributes
-    set on first access by `__getattr__`, which later accesses no longer call (cheaper than properties)."""
-
-    norm: list[str]
-    content: list[bool]
-    counts: dict[str, int]
+    """A tokenized sentence with the keys that matching compares (`norm`: normalized tokens; `content`: not
+    punctuation nor a function word, where a capitalized article inside a sentence belongs to a name: La Haya,
+    El Salvador; `counts`: of each normalized token), computed on first use: exact matching, which places
+    most entities, needs none of them."""
 
     def __init__(self, tokens: Sequence[str], lang: str) -> None:
         self.tokens = tokens
         self.lang = lang
         self._keys: list[tuple[str, bool, bool]] | None = None
+        self._norm: list[str] = []
+        self._content: list[bool] = []
+        self._counts: dict[str, int] = {}
 
-    def __getattr__(self, name: str):
-        if name not in ("norm", "content", "counts"):
-            raise AttributeError(name)
-        keys = self._keys = token_keys(self.tokens, self.lang)
-        self.norm = [k[0] for k in keys]
-        self.content = [k[1] or (k[2] and i > 0) for i, k in enumerate(keys)]
+    def _compute(self) -> list[tuple[str, bool, bool]]:
+        keys = token_keys(self.tokens, self.lang)
+        self._norm = [k[0] for k in keys]
+        self._content = [k[1] or (k[2] and i > 0) for i, k in enumerate(keys)]
         counts: dict[str, int] = {}
-        for n in self.norm:
+        for n in self._norm:
             counts[n] = counts.get(n, 0) + 1
-        self.counts = counts
-        return getattr(self, name)
+        self._counts = counts
+        self._keys = keys
+        return keys
+
+    @property
+    def norm(self) -> list[str]:
+        if self._keys is None:
+            self._compute()
+        return self._norm
+
+    @property
+    def content(self) -> list[bool]:
+        if self._keys is None:
+            self._compute()
+        return self._content
+
+    @property
+    def counts(self) -> dict[str, int]:
+        if self._keys is None:
+            self._compute()
+        return self._counts
 
     def key(self, i: int) -> tuple[str, bool, bool]:
         """The key of one token, without computing the whole sentence's."""

@@ -74,7 +74,7 @@ class ProjectionRequest:
     source_is_translation: bool = False
 
 
-@dataclass(slots=True)
+@dataclass
 class _Marked:
     """The words of one marked span of the back-translation, without edge function words and punctuation."""
 
@@ -111,7 +111,7 @@ def _marked(span: Span, lang: str) -> _Marked:
     return _Marked(tokens, norm, content, lo, hi, start, end, core, core_norm)
 
 
-@dataclass(slots=True)
+@dataclass
 class _Entity:
     ref: int
     label: str
@@ -254,7 +254,7 @@ class Projector:
                 tok = trans.token_span(mk.start, mk.end)
                 return m.context(raw, trans.sentence, *tok, trans.anchors(raw)) if tok else []
             return m.fuzzy(raw, mk.core_norm, self.config.fuzzy_threshold, raw.lang)
-        expected = e.source.token_start or 0
+        expected = float(e.source.token_start or 0)
         if method == "source_copy":
             norm = _strip_function_words(tuple(e.src_norm))
             return m.normalized(raw, norm, expected, score=0.9) if norm else []
@@ -271,11 +271,11 @@ class Projector:
         tokens = list(raw.tokens)
         if text is None:
             text, offsets = detokenize(tokens, lang)
-        elif offsets is None and placed:
-            offsets = _offsets_in(text, tokens)
+        elif offsets is None:
+            offsets = _offsets_in(text, tokens) if placed else []
         # plain dicts: ProjectionResult validates them all at once (much cheaper than a model per entity)
-        projected = []
-        spans = []
+        projected: list[dict[str, object]] = []
+        spans: list[tuple[int, int, str]] = []
         for ref in sorted(placed, key=lambda r: placed[r][0]):
             lo, hi, score, method = placed[ref]
             start, end = offsets[lo][0], offsets[hi - 1][1]
@@ -297,9 +297,9 @@ class Projector:
             reason = f"unmatched entities: {len(unmatched)} of {len(entities)}"
         elif not projected and cfg.drop_all_o:
             reason = "all-O: no entity"
-        return ProjectionResult(
-            id=id, lang=lang, text=text, tokens=tokens, tags=tags, entities=projected, unmatched=unmatched,
-            status=Status.discarded if reason else Status.kept, reason=reason)
+        return ProjectionResult.model_validate({
+            "id": id, "lang": lang, "text": text, "tokens": tokens, "tags": tags, "entities": projected,
+            "unmatched": unmatched, "status": Status.discarded if reason else Status.kept, "reason": reason})
 
     def _language_filter(self, requests: Sequence[ProjectionRequest], results: list[ProjectionResult]) -> None:
         """Discard sentences whose forward translation (the English sentence that was tagged, when it is a
