@@ -1,19 +1,26 @@
 #!/usr/bin/env bash
-# Install crop and its offline engines on Debian: Apertium with the eng-spa, eng-cat and en-gl pairs (apt),
-# a virtual environment in .venv with crop, the CPU build of its dependencies and the English spaCy pipeline.
+# Install crop and its offline engines on Debian: Apertium with the eng-spa, eng-cat and en-gl pairs, a C
+# compiler and Python's headers (apt; the projector's hot modules are compiled with mypyc), then a virtual
+# environment in .venv with crop, its dependencies and the English spaCy pipeline.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+PY=${PYTHON:-python3}
 need_apt=0
 for p in apertium apertium-eng-spa apertium-eng-cat apertium-en-gl; do
   dpkg -s "$p" >/dev/null 2>&1 || need_apt=1
 done
-python3 -c "import ensurepip, venv" >/dev/null 2>&1 || need_apt=1
+"$PY" -c "import ensurepip, venv" >/dev/null 2>&1 || need_apt=1
+command -v cc >/dev/null 2>&1 || need_apt=1
+"$PY" -c "import sysconfig, pathlib, sys; sys.exit(not (pathlib.Path(sysconfig.get_paths()['include']) / 'Python.h').exists())" \
+  || need_apt=1
 if [ "$need_apt" = 1 ]; then
   $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq apertium apertium-eng-spa apertium-eng-cat apertium-en-gl python3-venv >/dev/null
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq apertium apertium-eng-spa apertium-eng-cat \
+    apertium-en-gl python3-venv python3-dev build-essential >/dev/null
 fi
-PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 .venv/bin/pip install -q --upgrade pip >/dev/null
-.venv/bin/pip install -q -e '.[spacy-en,test]'
+# a regular (not editable) install, so that the compiled modules are the ones imported; for work on the
+# code: CROP_COMPILE=0 .venv/bin/pip install -e '.[spacy-en,test]' (plain Python, edits take effect at once)
+.venv/bin/pip install -q '.[spacy-en,test]'
