@@ -3,6 +3,8 @@ recorded per entity, non-overlap, the verdicts and their reasons, the language-i
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from crop.project import ALL_METHODS, ProjectionRequest, Projector, ProjectorConfig
@@ -458,7 +460,8 @@ def test_project_many_equals_project(langid: bool) -> None:
     projector = Projector(ProjectorConfig(langid=langid))
     requests = _requests()
     many = projector.project_many(requests)
-    one_by_one = [projector.project(**vars(r)) for r in requests]
+    # dataclasses.fields, not vars(): a compiled ProjectionRequest has no __dict__
+    one_by_one = [projector.project(**{f.name: getattr(r, f.name) for f in dataclasses.fields(r)}) for r in requests]
     assert [r.model_dump() for r in many] == [r.model_dump() for r in one_by_one]
     assert [r.id for r in many] == ["a", "b", "c", "d", "e", "f"]
     for r in many:
