@@ -45,10 +45,12 @@ def _rate(r: dict) -> str:
 def throughput_table(t: dict) -> str:
     p = t["projector"]["sentences_per_second"]
     pipe = t["pipeline_es"]
+    build = ", compiled build" if t.get("compiled") else ", plain Python"
     stages = ", ".join(f"{k} {v:.0%}" for k, v in pipe["share_per_stage"].items())
     return "\n".join([
         "| what | sentences/s |", "|---|---|",
-        f"| projector, all methods + filters, 1 core (dev data, translations given) | {_rate(p['crop_all_methods'])} |",
+        f"| projector, all methods + filters, 1 core (dev data, translations given){build} "
+        f"| {_rate(p['crop_all_methods'])} |",
         f"| projector, exact matching only + filters, 1 core | {_rate(p['exact_only'])} |",
         f"| whole pipeline on raw/es.txt ({pipe['sentences']} sentences; {stages}) "
         f"| {pipe['sentences_per_second']} |",

@@ -54,8 +54,12 @@ def main() -> None:
     for lang in LANGS:
         tr = translate_dev(translator, tagger, lang)
         requests += tr.requests("gold") + tr.requests("e2e")
+    import crop.project.projector as projector_module
+
     report = {
         "cores": 1,
+        # whether the hot modules run compiled (mypyc, the default build) or as plain Python
+        "compiled": str(projector_module.__file__).endswith(".so"),
         "projector": {
             "sentences": len(requests),
             "sentences_per_second": {
