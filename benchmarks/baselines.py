@@ -38,8 +38,9 @@ def easyproject_fuzzy(tokens: Sequence[str], back: LabeledResult | None, lang: s
         return ["O"] * len(tokens)
     taken = [False] * len(tokens)
     for span in back.spans:
-        target = " ".join(tokenize(span.text, lang)[0]).lower()
-        n = len(tokenize(span.text, lang)[0])
+        words = tokenize(span.text, lang)[0]
+        target = " ".join(words).lower()
+        n = len(words)
         best, best_score = None, threshold
         for size in range(1, n + 3):
             for i in range(len(tokens) - size + 1):
