@@ -54,3 +54,38 @@ def tagger():
     from crop.tag.spacy import SpacyTagger
 
     return SpacyTagger("en_core_web_sm")
+
+
+# -- tiny neural models, built once per session in a temporary folder (no hub access) -------------------------
+
+
+@pytest.fixture(scope="session")
+def tiny_ner_model(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> Path:
+    """A tiny XLM-R token classifier trained a few hundred steps on en/train.jsonl."""
+    from tiny_models import build_tiny_token_classifier
+
+    return build_tiny_token_classifier(tmp_path_factory.mktemp("tiny-ner"), shared_data)
+
+
+@pytest.fixture(scope="session")
+def random_m2m100(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> Path:
+    """A random-weight M2M100 whose vocabulary has the slot tokens."""
+    from tiny_seq2seq import build_random_m2m100
+
+    return build_random_m2m100(tmp_path_factory.mktemp("m2m100-random"), shared_data)
+
+
+@pytest.fixture(scope="session")
+def copy_m2m100(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny M2M100 trained to copy toy sentences with slot markers between languages (about 40 s)."""
+    from tiny_seq2seq import build_copy_m2m100
+
+    return build_copy_m2m100(tmp_path_factory.mktemp("m2m100-copy"))
+
+
+@pytest.fixture(scope="session")
+def copy_m2m100_ct2(tmp_path_factory: pytest.TempPathFactory, copy_m2m100: Path) -> Path:
+    """The copy model converted to CTranslate2 (float32, so that greedy outputs match transformers')."""
+    from crop.translate.convert import convert
+
+    return convert(str(copy_m2m100), tmp_path_factory.mktemp("ct2") / "copy-f32", "float32")

@@ -143,6 +143,24 @@ def test_lost_marker_without_evidence_is_reported(projector: Projector) -> None:
     assert res.reason == "unmatched entities: 1 of 1"
 
 
+def test_next_hypothesis_is_tried_before_discarding(projector: Projector) -> None:
+    """n-best back-translations: the best one lost a marker, the second keeps both and places them."""
+    en = "Juan lives in London."
+    src = source(en, ("Juan", "PER"), ("London", "LOC"))
+    best = back("Juan vive en Londres.", ("Juan", "PER", 0), lost=(1,))
+    second = back("Juan vive en Londres.", ("Juan", "PER", 0), ("Londres", "LOC", 1))
+    third = back("Juan vive en Londres.", ("Juan", "PER", 0), ("Londres", "LOC", 1))
+    best.alternatives = [second, third]
+    res = projector.project(toks("Juan vive en Londres ."), "es", src, back=best, source_text=en)
+    check(res)
+    assert found(res) == [("Juan", "PER", "exact"), ("Londres", "LOC", "exact")]
+    assert res.status == Status.kept and res.hypothesis == 1
+    # no alternative helps: the best hypothesis' verdict stands
+    best.alternatives = [back("Juan vive en Londres.", lost=(0, 1))]
+    res = projector.project(toks("Juan vive en Londres ."), "es", src, back=best, source_text=en)
+    assert res.hypothesis == 0 and res.status == Status.discarded and len(res.unmatched) == 1
+
+
 def test_forward_alignment(projector: Projector) -> None:
     en = "Beijing is big."
     forward = AlignedTranslation(text=en, tokens=["Beijing", "is", "big", "."], alignment=[[0], [1], [2], [3]])

@@ -206,6 +206,26 @@ def tagger_train(
     typer.echo(report.model_dump_json(indent=2))
 
 
+@app.command()
+def convert(
+    source: Annotated[str, typer.Argument(help="Hugging Face seq2seq model: hub id or local folder")],
+    output: Annotated[Path, typer.Argument(help="folder for the CTranslate2 model (and its tokenizer)")],
+    quantization: Annotated[str | None, typer.Option(help="int8 (CPU), float16 (GPU), int8_float16, float32, ...")]
+    = None,
+    force: Annotated[bool, typer.Option(help="overwrite a non-empty output folder")] = False,
+) -> None:
+    """Convert a translation model for the ctranslate2 engine; then project with --translator ctranslate2:OUTPUT."""
+    from crop.translate.convert import convert as run_convert
+
+    try:
+        with err.status(f"converting {source}"):
+            path = run_convert(source, output, quantization, force=force)
+    except (ValueError, FileExistsError) as exc:
+        _fail(str(exc))
+        raise
+    typer.echo(json.dumps({"output": str(path), "quantization": quantization or "as saved"}))
+
+
 def main() -> None:  # pragma: no cover
     from crop.log import configure
 

@@ -53,6 +53,11 @@ class LabeledResult(BaseModel):
         "an entity reordered around other words",
     )
     raw: str = Field(default="", description="the engine's output with markers, for debugging")
+    alternatives: list[LabeledResult] = Field(
+        default_factory=list,
+        description="the engine's further hypotheses (n-best, best first), which the projector tries when this "
+        "one loses markers or leaves entities unmatched",
+    )
 
 
 class AlignedTranslation(BaseModel):
@@ -95,3 +100,5 @@ class ProjectionResult(BaseModel):
     unmatched: list[dict] = Field(default_factory=list)
     status: Status = Status.kept
     reason: str | None = None
+    hypothesis: int = Field(default=0, description="which back-translation hypothesis the entities were placed "
+                            "through: 0 the best, k the k-th alternative (n-best)")

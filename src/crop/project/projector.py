@@ -182,7 +182,22 @@ class Projector:
                                                     source_lang, offsets, source_is_translation)])[0]
 
     def _match(self, r: ProjectionRequest) -> ProjectionResult:
-        tokens, lang, source, back, forward = r.tokens, r.lang, r.source, r.back, r.forward
+        """The projection through the best back-translation; when it leaves entities unmatched, through the
+        engine's further hypotheses in turn (CROP tries other beams before it discards a sentence)."""
+        result = self._match_with(r, r.back)
+        if not result.unmatched or r.back is None or not r.back.alternatives:
+            return result
+        for k, alt in enumerate(r.back.alternatives, start=1):
+            other = self._match_with(r, alt)
+            if len(other.unmatched) < len(result.unmatched):
+                other.hypothesis = k
+                result = other
+                if not other.unmatched:
+                    break
+        return result
+
+    def _match_with(self, r: ProjectionRequest, back: LabeledResult | None) -> ProjectionResult:
+        tokens, lang, source, forward = r.tokens, r.lang, r.source, r.forward
         source_text, source_lang = r.source_text, r.source_lang
         cfg = self.config
         raw = m.Sentence(tokens, lang)
@@ -313,8 +328,11 @@ class Projector:
             fwd_text = r.source_text if r.source_is_translation else None
             if fwd_text:
                 checks.setdefault((r.source_lang, r.lang), []).append((i, fwd_text, "forward"))
-            if r.back is not None and r.back.text:
-                checks.setdefault((r.lang, r.source_lang), []).append((i, r.back.text, "back"))
+            back = r.back
+            if back is not None and results[i].hypothesis:
+                back = back.alternatives[results[i].hypothesis - 1]
+            if back is not None and back.text:
+                checks.setdefault((r.lang, r.source_lang), []).append((i, back.text, "back"))
         for (lang, other), items in checks.items():
             if (lang, other) not in self._langid:
                 self._langid[(lang, other)] = LanguageID([lang, other])

@@ -1,15 +1,31 @@
-"""Build a tagger from a spec string: `spacy`, `spacy:<pipeline name or path>`."""
+"""Build a tagger from a spec string: `spacy`, `spacy:<pipeline name or path>`,
+`transformers:<hub id or path of a token classification model>`."""
 
 from __future__ import annotations
 
+from typing import Any
+
+from crop.env_options import options_from_env
 from crop.labels import get_scheme
 from crop.tag.base import Tagger
 
+ENGINES = ("spacy", "transformers")
 
-def load_tagger(spec: str = "spacy", scheme: str = "conll") -> Tagger:
+
+def load_tagger(spec: str = "spacy", scheme: str = "conll", **options: Any) -> Tagger:
+    """A tagger by spec. `options` go to the engine's constructor; a transformers tagger also reads its
+    `device`, `dtype` and `batch_size` from CROP_TAGGER_DEVICE, CROP_TAGGER_DTYPE, CROP_TAGGER_BATCH_SIZE
+    when not given."""
     engine, _, arg = spec.partition(":")
     if engine == "spacy":
         from crop.tag.spacy import DEFAULT_PIPELINE, SpacyTagger
 
-        return SpacyTagger(arg or DEFAULT_PIPELINE, scheme=get_scheme(scheme))
-    raise ValueError(f"unknown tagger engine {engine!r} in {spec!r}; available: spacy")
+        return SpacyTagger(arg or DEFAULT_PIPELINE, scheme=get_scheme(scheme), **options)
+    if engine == "transformers":
+        if not arg:
+            raise ValueError(f"{spec!r} names no model: use transformers:<hub id or path>")
+        from crop.tag.transformers import TransformersTagger
+
+        options = options_from_env(options, "CROP_TAGGER", {"device": str, "dtype": str, "batch_size": int})
+        return TransformersTagger(arg, scheme=get_scheme(scheme), **options)
+    raise ValueError(f"unknown tagger engine {engine!r} in {spec!r}; available: {', '.join(ENGINES)}")

@@ -1,0 +1,137 @@
+"""Seq2seq translation with Hugging Face transformers: M2M100, NLLB, Marian or an LST checkpoint, by hub id or
+local path, on CPU or CUDA (fp16/bf16 on GPU).
+
+    TransformersTranslator("facebook/m2m100_418M", device="cuda", dtype="fp16", beam_size=5, n_best=3)
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from crop.translate.seq2seq import DEFAULT_SLOTS, SLOT_RE, Hypothesis, Seq2SeqTranslator
+
+log = logging.getLogger(__name__)
+
+_DTYPES = {"fp16": "float16", "float16": "float16", "bf16": "bfloat16", "bfloat16": "bfloat16",
+           "fp32": "float32", "float32": "float32"}
+
+
+def resolve_device(device: str) -> str:
+    """"auto" -> "cuda" when a GPU is visible, else "cpu"."""
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} asked for but CUDA is not available")
+    return device
+
+
+def resolve_dtype(dtype: str, device: str) -> Any:
+    """"auto" -> bf16 on a GPU that has it, else fp16 on GPU, float32 on CPU. Half precision on CPU is
+    refused: it is slower there and changes results."""
+    import torch
+
+    if dtype == "auto":
+        if device.startswith("cuda"):
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.float32
+    if dtype not in _DTYPES:
+        raise ValueError(f"unknown dtype {dtype!r}; use auto, fp16, bf16 or fp32")
+    if device == "cpu" and _DTYPES[dtype] != "float32":
+        raise ValueError(f"dtype {dtype} needs a GPU; use fp32 on CPU (or CTranslate2 int8 for speed)")
+    return getattr(torch, _DTYPES[dtype])
+
+
+def vocabulary_table(tokenizer: Any, size: int) -> list[str]:
+    """The piece of every id of a model's embedding matrix. Asked id by id, because some tokenizers (M2M100
+    under transformers 5) leave their language codes out of `get_vocab()`; ids the tokenizer does not know
+    (M2M100's "madeup words") get placeholder names."""
+    table = tokenizer.convert_ids_to_tokens(list(range(size)))
+    seen: set[str] = set()
+    out = []
+    for i, piece in enumerate(table):
+        if piece is None or (piece in seen and piece == tokenizer.unk_token):
+            piece = f"madeupword{i}"
+        seen.add(piece)
+        out.append(piece)
+    return out
+
+
+class TransformersTranslator(Seq2SeqTranslator):
+    name = "transformers"
+
+    def __init__(self, model: str, device: str = "auto", dtype: str = "auto", **options: Any) -> None:
+        super().__init__(model, **options)
+        import torch
+        from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+
+        self.device = resolve_device(device)
+        self.dtype = resolve_dtype(dtype, self.device)
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(model)
+            self.model = AutoModelForSeq2SeqLM.from_pretrained(model, dtype=self.dtype)
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"cannot load a seq2seq translation model from {model!r}: {exc}") from exc
+        size = self.model.get_input_embeddings().num_embeddings
+        self.table = vocabulary_table(tokenizer, size)
+        if self._markers == "slot" and "__SLOT0__" not in self.table:
+            slots = [f"__SLOT{i}__" for i in range(DEFAULT_SLOTS)]
+            log.warning("tokenizer has no slot tokens: added them as new tokens; only a model fine-tuned for "
+                        "them (an LST checkpoint) will keep them in its translations",
+                        extra={"model": model, "slots": len(slots)})
+            self.model.resize_token_embeddings(size + len(slots))
+            self.table += slots
+        self.ids = {}
+        for i, piece in enumerate(self.table):
+            self.ids.setdefault(piece, i)
+        self.model.to(self.device).eval()
+        self._torch = torch
+        self._setup(tokenizer, set(self.table))
+        self.max_positions = getattr(self.model.config, "max_position_embeddings", None)
+        cfg = self.model.generation_config
+        self._pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else cfg.pad_token_id
+        self._eos = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else cfg.eos_token_id
+        self._unk = tokenizer.unk_token_id or 0
+
+    def _to_ids(self, pieces: Sequence[str]) -> list[int]:
+        return [self.ids.get(p, self._unk) for p in pieces]
+
+    def _generate(self, sources: list[list[str]], target_prefix: list[str], n: int, beam_size: int,
+                  max_new: int) -> list[list[Hypothesis]]:
+        torch = self._torch
+        ids = [self._to_ids(s) for s in sources]
+        width = max(len(x) for x in ids)
+        input_ids = torch.full((len(ids), width), self._pad, dtype=torch.long)
+        mask = torch.zeros((len(ids), width), dtype=torch.long)
+        for row, x in enumerate(ids):  # right padding, as the models were trained
+            input_ids[row, :len(x)] = torch.tensor(x)
+            mask[row, :len(x)] = 1
+        kwargs: dict[str, Any] = {}
+        if target_prefix:
+            kwargs["forced_bos_token_id"] = self.ids[target_prefix[0]]
+        with torch.inference_mode():
+            out = self.model.generate(
+                input_ids=input_ids.to(self.device), attention_mask=mask.to(self.device), num_beams=beam_size,
+                num_return_sequences=n, do_sample=False, max_new_tokens=max_new + len(target_prefix),
+                return_dict_in_generate=True, output_scores=beam_size > 1, **kwargs)
+        sequences = out.sequences.tolist()
+        scores = out.sequences_scores.tolist() if getattr(out, "sequences_scores", None) is not None else None
+        results: list[list[Hypothesis]] = []
+        for row in range(len(sources)):
+            hyps = []
+            for k in range(n):
+                j = row * n + k
+                seq = sequences[j][1:]  # the decoder start token
+                seq = seq[len(target_prefix):] if target_prefix else seq
+                if self._eos in seq:
+                    seq = seq[:seq.index(self._eos)]
+                pieces = [self.table[t] for t in seq if t != self._pad and t < len(self.table)]
+                hyps.append(Hypothesis(pieces, scores[j] if scores else 0.0))
+            results.append(hyps)
+        return results
+
+    def has_slot_tokens(self) -> bool:
+        return any(SLOT_RE.fullmatch(p) for p in self.table)
