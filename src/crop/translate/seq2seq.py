@@ -264,6 +264,7 @@ class Seq2SeqTranslator(ABC):
         self.max_length = max_length
         self.length_ratio = length_ratio
         self.max_positions: int | None = None  # of the decoder, when the engine knows it
+        self.generated_pieces = 0  # pieces decoded so far (the hypotheses returned), for throughput figures
         self.max_batch_tokens = max_batch_tokens
         self.max_batch_size = max_batch_size
         self._markers = markers
@@ -316,6 +317,7 @@ class Seq2SeqTranslator(ABC):
             hyps = self._generate([sources[i] for i in idx], target_prefix, n, max(self.beam_size, n), limit)
             for i, h in zip(idx, hyps, strict=True):
                 out[i] = [self.codec.text(x.pieces) for x in h[:n]]
+                self.generated_pieces += sum(len(x.pieces) for x in h[:n])
         return out
 
     @abstractmethod
