@@ -5,32 +5,18 @@ from __future__ import annotations
 import importlib.util
 
 import pytest
+from helpers import check_offsets
 
 from crop.labels import WIKIANN
 from crop.tag import Tagger, load_tagger
 from crop.tag.spacy import SpacyTagger
 from crop.text import tokenize
-from crop.types import Span
 
 pytestmark = pytest.mark.integration
 
 OBAMA = "Barack Obama visited Paris with the European Union delegation."
 MIXED = "On Monday, 5 May 2020, the French delegation met Angela Merkel in Berlin."
 MISC = "The Spanish and Germans attended the Olympic Games in London last year."
-
-
-def check_offsets(text: str, spans: list[Span]) -> None:
-    tokens, offsets = tokenize(text, "en")
-    prev_end = 0
-    for s in spans:
-        assert 0 <= s.start < s.end <= len(text)
-        assert text[s.start:s.end] == s.text
-        assert s.token_start is not None and s.token_end is not None
-        assert 0 <= s.token_start < s.token_end <= len(tokens)
-        assert offsets[s.token_start][0] == s.start
-        assert offsets[s.token_end - 1][1] == s.end
-        assert s.token_start >= prev_end, "spans overlap or are out of order"
-        prev_end = s.token_end
 
 
 def test_protocol_and_alias(tagger: SpacyTagger) -> None:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import check_offsets
 from tiny_models import TINY_NER_LABELS
 
 from crop.labels import CONLL, WIKIANN
@@ -59,22 +60,6 @@ def copy_with_config(model_dir: Path, dest: Path, **changes: object) -> Path:
             config[key] = value
     (dest / "config.json").write_text(json.dumps(config))
     return dest
-
-
-def check_offsets(text: str, spans: list[Span], lang: str = "en") -> None:
-    tokens, offsets = tokenize(text, lang)
-    prev_end = 0
-    for s in spans:
-        assert 0 <= s.start < s.end <= len(text)
-        assert text[s.start:s.end] == s.text
-        assert s.token_start is not None and s.token_end is not None
-        assert 0 <= s.token_start < s.token_end <= len(tokens)
-        assert offsets[s.token_start][0] == s.start
-        assert offsets[s.token_end - 1][1] == s.end
-        assert s.token_start >= prev_end, "spans overlap or are out of order"
-        assert s.label in CONLL.labels
-        assert 0.0 < s.score <= 1.0
-        prev_end = s.token_end
 
 
 def key(spans: list[Span]) -> list[tuple[int, int, int | None, int | None, str]]:

@@ -13,7 +13,18 @@ ISO1_TO_ISO3 = {
     "bg": "bul", "mk": "mkd", "sr": "srp", "hr": "hrv", "bs": "bos", "sl": "slv", "sk": "slk", "hu": "hun",
     "et": "est", "lv": "lav", "lt": "lit",
 }
+ISO1_TO_ISO3.update({
+    "am": "amh", "az": "aze", "bm": "bam", "eo": "epo", "ee": "ewe", "gu": "guj", "kn": "kan", "km": "khm",
+    "rw": "kin", "ky": "kir", "ku": "kur", "lo": "lao", "ln": "lin", "lb": "ltz", "lg": "lug", "ml": "mal",
+    "mr": "mar", "mn": "mon", "ms": "msa", "my": "mya", "ne": "nep", "no": "nor", "ny": "nya", "om": "orm",
+    "pa": "pan", "ps": "pus", "qu": "que", "si": "sin", "sn": "sna", "so": "som", "tg": "tgk", "ti": "tir",
+    "tl": "tgl", "tn": "tsn", "tw": "twi", "uz": "uzb", "wo": "wol",
+})
 ISO3_TO_ISO1 = {v: k for k, v in ISO1_TO_ISO3.items()}
+# individual languages and other codes that stand for a macrolanguage above (NLLB's swh_Latn, cmn, arb, ...)
+ISO3_TO_ISO1.update({"swh": "sw", "cmn": "zh", "pes": "fa", "arb": "ar", "zsm": "ms", "fil": "tl", "nob": "nb",
+                     "lvs": "lv", "ekk": "et", "khk": "mn", "uzn": "uz", "als": "sq", "kmr": "ku", "pbt": "ps",
+                     "npi": "ne", "ory": "or", "quy": "qu", "azj": "az", "plt": "mg", "gaz": "om"})
 
 
 def to_iso1(code: str) -> str:

@@ -77,16 +77,6 @@ LANGUAGE_NAMES: dict[str, str] = {
     "bbj": "Ghomálá'", "fon": "Fon", "luo": "Dholuo", "mos": "Mossi", "pcm": "Nigerian Pidgin",
 }
 
-# ISO 639-3 codes of LANGUAGE_NAMES entries that `crop.langcodes.to_iso1` does not know
-_MORE_ISO3 = {
-    "amh": "am", "aze": "az", "bam": "bm", "epo": "eo", "ewe": "ee", "guj": "gu", "kan": "kn", "khm": "km",
-    "kin": "rw", "kir": "ky", "kur": "ku", "lao": "lo", "lin": "ln", "lit": "lt", "ltz": "lb", "lug": "lg",
-    "mal": "ml", "mar": "mr", "mon": "mn", "msa": "ms", "zsm": "ms", "mya": "my", "nep": "ne", "nor": "no",
-    "nya": "ny", "orm": "om", "pan": "pa", "pus": "ps", "que": "qu", "sin": "si", "sna": "sn", "som": "so",
-    "tgk": "tg", "tir": "ti", "tgl": "tl", "fil": "tl", "tsn": "tn", "twi": "tw", "uzb": "uz", "wol": "wo",
-    "swh": "sw", "cmn": "zh", "pes": "fa", "arb": "ar",
-}
-
 SYSTEM_PROMPT = (
     "You are a professional translator. You translate faithfully and completely, and you reply with the "
     "translation only."
@@ -147,11 +137,7 @@ def parse_model_spec(arg: str) -> tuple[str, str | None]:
 
 
 def _normalize_code(code: str) -> str:
-    base = code.split("_")[0].split("-")[0].lower()
-    iso1 = to_iso1(base)
-    if iso1 in LANGUAGE_NAMES:
-        return iso1
-    return _MORE_ISO3.get(base, iso1)
+    return to_iso1(code)
 
 
 def language_name(code: str, names: Mapping[str, str] | None = None) -> str:
