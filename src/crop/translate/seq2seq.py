@@ -80,7 +80,23 @@ class ModelFamily:
                                   f"not {src}->{tgt}")
 
 
-class M2M100Family(ModelFamily):
+class _LanguageTokenFamily(ModelFamily):
+    """Families that start the source with its language token and prime the decoder with the target's."""
+
+    def code(self, lang: str) -> str:
+        raise NotImplementedError
+
+    def source_prefix(self, src: str, tgt: str) -> list[str]:
+        return [self.code(src)]
+
+    def target_prefix(self, tgt: str) -> list[str]:
+        return [self.code(tgt)]
+
+    def check(self, src: str, tgt: str) -> None:
+        self.code(src), self.code(tgt)
+
+
+class M2M100Family(_LanguageTokenFamily):
     name = "m2m100"
 
     def languages(self) -> list[str]:
@@ -93,17 +109,8 @@ class M2M100Family(ModelFamily):
                                   f"{len(self.languages())} languages: {', '.join(self.languages()[:20])}...")
         return token
 
-    def source_prefix(self, src: str, tgt: str) -> list[str]:
-        return [self.code(src)]
 
-    def target_prefix(self, tgt: str) -> list[str]:
-        return [self.code(tgt)]
-
-    def check(self, src: str, tgt: str) -> None:
-        self.code(src), self.code(tgt)
-
-
-class NllbFamily(ModelFamily):
+class NllbFamily(_LanguageTokenFamily):
     name = "nllb"
 
     def _codes(self) -> list[str]:
@@ -125,15 +132,6 @@ class NllbFamily(ModelFamily):
             raise UnsupportedPair(f"NLLB model has no FLORES-200 code for {lang!r} (looked for {iso3}_*)")
         latn = [c for c in found if c.endswith("_Latn")]
         return (latn or found)[0]
-
-    def source_prefix(self, src: str, tgt: str) -> list[str]:
-        return [self.code(src)]
-
-    def target_prefix(self, tgt: str) -> list[str]:
-        return [self.code(tgt)]
-
-    def check(self, src: str, tgt: str) -> None:
-        self.code(src), self.code(tgt)
 
 
 class MarianFamily(ModelFamily):
