@@ -1,13 +1,14 @@
 """CTranslate2 (int8, float32) against transformers on the same seq2seq model, side by side in one run:
 sentences/s and target pieces/s at several batch sizes, es->en over raw/es.txt, through crop's own engines.
 
-    python benchmarks/neural_speed.py                       # a random transformer-base M2M100 built here
+    python benchmarks/neural_speed.py                       # a random M2M100 of m2m100_418M's width, built here
     python benchmarks/neural_speed.py --model facebook/m2m100_418M --sentences 200
 
-Without --model it builds a random-weight M2M100 of transformer-base size (d_model 512, 6+6 layers, 8 heads,
-FFN 2048, an 8k sentencepiece vocabulary of the shared corpus); random weights decode to the length limit or
-stop at random, identically in both engines at float32 (greedy), so the work compared is the same. On a GPU
-(when one is visible) it adds transformers fp16 and CTranslate2 float16.
+Without --model it builds a random-weight M2M100 of m2m100_418M's width (d_model 1024, FFN 4096, 16 heads) with
+6+6 layers and an 8k sentencepiece vocabulary of the shared corpus (--d-model 512 for transformer-base);
+random weights decode to the length limit or stop at random, identically in both engines at float32 (greedy),
+so the work compared is the same. On a GPU (when one is visible) it adds transformers fp16 and CTranslate2
+float16.
 """
 
 from __future__ import annotations
@@ -30,19 +31,19 @@ from crop.translate.transformers import TransformersTranslator
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 
-def build_base_m2m100(out: Path) -> Path:
+def build_random_m2m100(out: Path, d_model: int, layers: int) -> Path:
     import torch
     from tiny_models import corpus
     from tiny_seq2seq import _config, build_tokenizer
     from transformers import M2M100ForConditionalGeneration
 
     tok = build_tokenizer(out, corpus(shared_data(), per_file=3000), vocab_size=8000)
-    config = _config(tok, d_model=512, layers=6)
-    config.encoder_attention_heads = config.decoder_attention_heads = 8
-    config.encoder_ffn_dim = config.decoder_ffn_dim = 2048
+    config = _config(tok, d_model=d_model, layers=layers)
+    config.encoder_attention_heads = config.decoder_attention_heads = d_model // 64
+    config.encoder_ffn_dim = config.decoder_ffn_dim = 4 * d_model
     torch.manual_seed(0)
     model = M2M100ForConditionalGeneration(config)
-    path = out / "m2m100-base-random"
+    path = out / f"m2m100-random-{d_model}x{layers}"
     model.save_pretrained(path)
     tok.save_pretrained(path)
     return path
@@ -64,11 +65,13 @@ def measure(translator, texts: list[str], repeats: int) -> dict[str, float]:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", help="Hugging Face seq2seq model (default: a random transformer-base M2M100)")
-    ap.add_argument("--sentences", type=int, default=48)
-    ap.add_argument("--batch-sizes", default="1,8,32")
-    ap.add_argument("--max-length", type=int, default=48)
+    ap.add_argument("--d-model", type=int, default=1024, help="of the random model: 1024 (m2m100_418M), 512 (base)")
+    ap.add_argument("--layers", type=int, default=6, help="encoder and decoder layers of the random model")
+    ap.add_argument("--sentences", type=int, default=16)
+    ap.add_argument("--batch-sizes", default="1,8,16")
+    ap.add_argument("--max-length", type=int, default=32)
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
-    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=1)
     args = ap.parse_args()
 
     import ctranslate2
@@ -78,7 +81,7 @@ def main() -> None:
     texts = [s.text for s in islice(read_text(shared_data() / "raw" / "es.txt", "es"), args.sentences)]
     gpu = torch.cuda.is_available() and ctranslate2.get_cuda_device_count() > 0
     with tempfile.TemporaryDirectory() as tmp:
-        model = args.model or str(build_base_m2m100(Path(tmp)))
+        model = args.model or str(build_random_m2m100(Path(tmp), args.d_model, args.layers))
         converted = {q: str(convert(model, Path(tmp) / f"ct2-{q}", q)) for q in ("int8", "float32")}
         if gpu:
             converted["float16"] = str(convert(model, Path(tmp) / "ct2-float16", "float16"))
@@ -110,7 +113,7 @@ def main() -> None:
                       for bs, r in by_bs.items()}
                for name, by_bs in results.items() if name.endswith("_cpu") and name != "transformers_fp32_cpu"}
     emit("neural_speed", {
-        "model": args.model or "random M2M100, transformer-base size (d_model 512, 6+6 layers, 8k vocab)",
+        "model": args.model or f"random M2M100, d_model {args.d_model}, {args.layers}+{args.layers} layers, 8k vocab",
         "sentences": len(texts), "max_length": args.max_length, "threads": args.threads, "greedy": True,
         "gpu": gpu, "results": results, "speedup_vs_transformers_cpu_pieces_per_second": speedup,
     })
