@@ -162,6 +162,18 @@ def test_labeled_translation_returns_the_markers(engine: str, hf_copy, ct2_copy)
     assert exact >= 0.8 * len(items), f"only {exact} of {len(items)} sentences kept every marked entity"
 
 
+def test_bracket_markers_of_an_off_the_shelf_model(copy_m2m100: Path):
+    """markers=bracket: entities travel as `[ ... ]` and are re-identified by content and order."""
+    tr = TransformersTranslator(str(copy_m2m100), device="cpu", beam_size=1, markers="bracket")
+    items = [labeled_item(s) for s in held_out(30, seed=31)]
+    results = tr.translate_labeled(items, "en", "es")
+    exact = 0
+    for item, res in zip(items, results, strict=True):
+        assert "[" in res.raw and "__SLOT" not in res.raw and "[" not in res.text
+        exact += not res.lost and {s.ref: s.text for s in res.spans} == {i: s.text for i, s in enumerate(item.spans)}
+    assert exact >= 0.7 * len(items), f"only {exact} of {len(items)} sentences kept every bracketed entity"
+
+
 def test_greedy_outputs_of_transformers_and_ctranslate2_agree(hf_copy, ct2_copy, random_m2m100: Path,
                                                               tmp_path: Path):
     texts = [unmarked(s) for s in held_out(30, seed=7)] + held_out(10, seed=8)
@@ -260,3 +272,43 @@ def test_gpu_transformers_half_precision_and_ctranslate2_float16(copy_m2m100: Pa
     assert sum(a == b for a, b in zip(gpu.translate(texts, "es", "en"), cpu, strict=True)) >= 0.8 * len(texts)
     ct2 = CTranslate2Translator(str(convert(str(copy_m2m100), tmp_path / "f16", "float16")), device="cuda")
     assert sum(a == b for a, b in zip(ct2.translate(texts, "es", "en"), cpu, strict=True)) >= 0.8 * len(texts)
+
+
+# -- the other families: NLLB and Marian ------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module", params=["nllb", "marian"])
+def other_family(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
+                 shared_data: Path) -> tuple[str, Path]:
+    from tiny_seq2seq import build_random_marian, build_random_nllb
+
+    build = build_random_nllb if request.param == "nllb" else build_random_marian
+    return request.param, build(tmp_path_factory.mktemp(request.param), shared_data)
+
+
+def test_nllb_and_marian_codes_translation_and_conversion(other_family: tuple[str, Path], tmp_path: Path):
+    family, path = other_family
+    hf = TransformersTranslator(str(path), device="cpu", beam_size=1, max_length=8)
+    assert hf.family.name == family and hf.markers == "bracket"  # off-the-shelf vocabularies: brackets
+    if family == "nllb":
+        assert {("es", "en"), ("en", "eu"), ("sw", "en"), ("en", "zh")} <= set(hf.pairs())
+        pair = ("es", "en")
+        # the source starts with its FLORES-200 code, the decoder with the target's
+        assert hf.family.source_prefix("es", "en") == ["spa_Latn"] and hf.family.target_prefix("en") == ["eng_Latn"]
+    else:
+        assert hf.pairs() == [("en", "es")]  # from the folder name, as for Helsinki-NLP/opus-mt-en-es
+        pair = ("en", "es")
+        from crop.translate.base import UnsupportedPair
+
+        with pytest.raises(UnsupportedPair):
+            hf.translate(["hola"], "es", "en")
+    texts = ["Hola Madrid .", "El presidente de Francia visitó Barcelona ayer ."]
+    expected = hf.translate(texts, *pair)
+    assert all(expected)
+    ct2 = CTranslate2Translator(str(convert(str(path), tmp_path / "ct2", "float32")), beam_size=1, max_length=8)
+    assert ct2.family.name == family and ct2.pairs() == hf.pairs()
+    assert ct2.translate(texts, *pair) == expected
+    res = ct2.translate_labeled([LabeledItem(text="Hola Madrid .", spans=[Span(start=5, end=11, label="LOC")])],
+                                *pair)
+    assert res[0].raw and res[0].text  # bracket markers encoded, decoded (kept or reported lost)
+    assert len(res[0].spans) + len(res[0].lost) == 1

@@ -12,11 +12,11 @@ from crop.translate.seq2seq import (
     ModelFamily,
     NllbFamily,
     PieceCodec,
-    _pair_from_name,
+    pair_from_name,
     token_batches,
 )
 
-NLLB_VOCAB = {"eng_Latn", "spa_Latn", "cat_Latn", "glg_Latn", "eus_Latn", "swh_Latn", "zho_Hans", "zho_Hant",
+NLLB_VOCAB = {"es", "eng_Latn", "spa_Latn", "cat_Latn", "glg_Latn", "eus_Latn", "swh_Latn", "zho_Hans", "zho_Hant",
               "arb_Arab", "ary_Arab", "▁hola"}
 M2M_VOCAB = {"__en__", "__es__", "__ca__", "__gl__", "__zh__", "▁hola"}
 
@@ -46,8 +46,8 @@ def test_nllb_codes_prefer_the_flores_code_nllb_uses():
 
 
 def test_marian_pairs_from_name_and_target_tokens():
-    assert _pair_from_name("Helsinki-NLP/opus-mt-en-es") == ("en", "es")
-    assert _pair_from_name("/models/opus-mt-es-en/") == ("es", "en")
+    assert pair_from_name("Helsinki-NLP/opus-mt-en-es") == ("en", "es")
+    assert pair_from_name("/models/opus-mt-es-en/") == ("es", "en")
     single = MarianFamily({"▁hola"}, ("en", "es"))
     assert single.pairs() == [("en", "es")]
     assert single.source_prefix("en", "es") == []

@@ -76,15 +76,22 @@ def unmarked(text: str) -> str:
     return " ".join(w for w in text.split() if not w.startswith("__SLOT"))
 
 
+def bracketed(text: str) -> str:
+    """The slot-marked toy sentence with EasyProject-style brackets instead: `[ John Smith ]`."""
+    return re.sub(r"(__SLOT\d+__) (.*?) \1", r"[ \2 ]", text)
+
+
 def build_copy_m2m100(out_dir: Path, steps: int = 700, seed: int = 0, d_model: int = 64, lr: float = 5e-3) -> Path:
-    """A tiny M2M100 trained to copy toy sentences with slot markers from any of LANGS to any other: a
-    stand-in for an LST checkpoint that really keeps the markers. Some tens of seconds on two CPU cores."""
+    """A tiny M2M100 trained to copy toy sentences with slot (or bracket) markers from any of LANGS to any other:
+    a stand-in for an LST checkpoint that really keeps the markers. Some tens of seconds on two CPU cores."""
     import torch
     from transformers import M2M100ForConditionalGeneration
 
     rng = random.Random(seed)
     torch.manual_seed(seed)
     texts = [toy_sentence(rng) for _ in range(4000)]
+    # a third of the sentences carry brackets instead of slots, so that both marker styles are kept
+    texts = [bracketed(t) if k % 3 == 2 else t for k, t in enumerate(texts)]
     tok = build_tokenizer(out_dir, [unmarked(t) for t in texts], vocab_size=120)
     model = M2M100ForConditionalGeneration(_config(tok, d_model=d_model))
 
@@ -129,3 +136,56 @@ def build_copy_m2m100(out_dir: Path, steps: int = 700, seed: int = 0, d_model: i
     tok.save_pretrained(path)
     (path / "train_loss.txt").write_text(f"{loss.item():.4f}\n")
     return path
+
+
+NLLB_CODES = ["eng_Latn", "spa_Latn", "cat_Latn", "glg_Latn", "eus_Latn", "swh_Latn", "zho_Hans"]
+
+
+def _random_seq2seq(path: Path, tokenizer, config, cls, seed: int) -> Path:
+    import torch
+
+    torch.manual_seed(seed)
+    model = cls(config)
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+def build_random_nllb(out_dir: Path, shared_data: Path, seed: int = 0) -> Path:
+    """A random-weight NLLB: the M2M100 architecture with an NLLB tokenizer (BPE sentencepiece, FLORES-200 codes
+    added as special tokens, as the hub's tokenizer.json has them)."""
+    import shutil
+
+    from transformers import M2M100Config, M2M100ForConditionalGeneration, NllbTokenizer
+
+    spm_model = train_sentencepiece(corpus(shared_data), out_dir / "spm" / "spm", 1000, model_type="bpe")
+    shutil.copy(spm_model, spm_model.parent / "sentencepiece.bpe.model")
+    tok = NllbTokenizer.from_pretrained(str(spm_model.parent))  # converted to the fast tokenizer
+    tok.add_tokens(NLLB_CODES, special_tokens=True)
+    config = M2M100Config(
+        vocab_size=len(tok), d_model=32, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2,
+        decoder_attention_heads=2, encoder_ffn_dim=64, decoder_ffn_dim=64, max_position_embeddings=128,
+        pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+        decoder_start_token_id=tok.eos_token_id, scale_embedding=True, tokenizer_class="NllbTokenizer")
+    return _random_seq2seq(out_dir / "nllb-random", tok, config, M2M100ForConditionalGeneration, seed)
+
+
+def build_random_marian(out_dir: Path, shared_data: Path, seed: int = 0) -> Path:
+    """A random-weight single-pair Marian model, in a folder named like the hub's (`opus-mt-en-es`)."""
+    import sentencepiece as spm
+    from transformers import MarianConfig, MarianMTModel, MarianTokenizer
+
+    spm_model = train_sentencepiece(corpus(shared_data), out_dir / "spm" / "spm", 1000)
+    sp = spm.SentencePieceProcessor(model_file=str(spm_model))
+    vocab = {"</s>": 0, "<unk>": 1}
+    for i in range(sp.get_piece_size()):
+        vocab.setdefault(sp.id_to_piece(i), len(vocab))
+    vocab["<pad>"] = len(vocab)
+    (out_dir / "spm" / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False), encoding="utf-8")
+    tok = MarianTokenizer(str(spm_model), str(spm_model), str(out_dir / "spm" / "vocab.json"))
+    config = MarianConfig(
+        vocab_size=len(vocab), d_model=32, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2,
+        decoder_attention_heads=2, encoder_ffn_dim=64, decoder_ffn_dim=64, max_position_embeddings=128,
+        pad_token_id=vocab["<pad>"], eos_token_id=0, decoder_start_token_id=vocab["<pad>"],
+        forced_eos_token_id=0)
+    return _random_seq2seq(out_dir / "opus-mt-en-es", tok, config, MarianMTModel, seed)

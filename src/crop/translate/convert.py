@@ -14,6 +14,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from crop.translate.seq2seq import pair_from_name
+
 log = logging.getLogger(__name__)
 
 QUANTIZATIONS = ("int8", "int8_float16", "int8_bfloat16", "int8_float32", "int16", "float16", "bfloat16",
@@ -28,7 +30,9 @@ def _patch_vocabulary(model_type: str) -> None:
 
     loaders: dict[str, Any] = ct2t._MODEL_LOADERS
     loader = loaders.get(model_type)
-    if loader is None or getattr(loader, "_crop_full_vocabulary", False):
+    # only M2M100 (and NLLB, its architecture) needs it; other loaders trim their vocabulary on purpose (Marian
+    # drops the <pad> that transformers appends)
+    if model_type != "M2M100Config" or loader is None or getattr(loader, "_crop_full_vocabulary", False):
         return
     base = type(loader)
 
@@ -62,6 +66,8 @@ def convert(src: str, dst: str | Path, quantization: str | None = None, force: b
     (dst / "crop_convert.json").write_text(json.dumps({
         "source": str(src), "quantization": quantization or "as saved", "model_type": config.model_type,
         "max_positions": getattr(config, "max_position_embeddings", None),
+        # a single-pair model (Marian) says its pair in its name, which the converted folder may not keep
+        "pair": pair_from_name(str(src)),
     }, indent=2) + "\n", encoding="utf-8")
     log.info("converted", extra={"source": str(src), "target": str(dst), "quantization": quantization})
     return dst

@@ -56,10 +56,12 @@ class CTranslate2Translator(Seq2SeqTranslator):
         if self._markers == "slot" and "__SLOT0__" not in vocab:
             raise ValueError(f"{model!r} has no __SLOT{{i}}__ tokens in its vocabulary: convert an LST checkpoint, "
                              "or use markers=bracket with an off-the-shelf model")
+        meta_file = path / "crop_convert.json"
+        meta = json.loads(meta_file.read_text(encoding="utf-8")) if meta_file.exists() else {}
+        if self._pair is None and meta.get("pair"):
+            self._pair = (meta["pair"][0], meta["pair"][1])
         self._setup(hf_tokenizer, set(vocab))
-        meta = path / "crop_convert.json"
-        if meta.exists():
-            self.max_positions = json.loads(meta.read_text(encoding="utf-8")).get("max_positions")
+        self.max_positions = meta.get("max_positions")
 
     def _generate(self, sources: list[list[str]], target_prefix: list[str], n: int, beam_size: int,
                   max_new: int) -> list[list[Hypothesis]]:

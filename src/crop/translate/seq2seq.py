@@ -120,7 +120,7 @@ class NllbFamily(_LanguageTokenFamily):
         return sorted({to_iso1(c) for c in self._codes()})
 
     def code(self, lang: str) -> str:
-        if lang in self.vocab:  # already a FLORES code
+        if _FLORES_RE.match(lang) and lang in self.vocab:  # already a FLORES code
             return lang
         iso1 = to_iso1(lang)
         preferred = _NLLB_PREFERRED.get(iso1)
@@ -170,11 +170,11 @@ def detect_family(tokenizer: Any, vocab: set[str], name_or_path: str,
     if "nllb" in cls or "eng_Latn" in vocab:
         return NllbFamily(vocab)
     if "marian" in cls:
-        return MarianFamily(vocab, pair or _pair_from_name(name_or_path))
-    return ModelFamily(vocab, pair or _pair_from_name(name_or_path))
+        return MarianFamily(vocab, pair or pair_from_name(name_or_path))
+    return ModelFamily(vocab, pair or pair_from_name(name_or_path))
 
 
-def _pair_from_name(name: str) -> tuple[str, str] | None:
+def pair_from_name(name: str) -> tuple[str, str] | None:
     """`Helsinki-NLP/opus-mt-en-es` -> (en, es)."""
     m = re.search(r"(?:^|[-_/])([a-z]{2,3})-([a-z]{2,3})/?$", name.rstrip("/"))
     return (to_iso1(m.group(1)), to_iso1(m.group(2))) if m else None

@@ -92,6 +92,9 @@ class TransformersTranslator(Seq2SeqTranslator):
         self._setup(tokenizer, set(self.table))
         self.max_positions = getattr(self.model.config, "max_position_embeddings", None)
         cfg = self.model.generation_config
+        # a translation cut at the length limit stays cut, as in CTranslate2 (Marian's configs would otherwise
+        # replace its last piece by </s>)
+        cfg.forced_eos_token_id = None
         self._pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else cfg.pad_token_id
         self._eos = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else cfg.eos_token_id
         self._unk = tokenizer.unk_token_id or 0
