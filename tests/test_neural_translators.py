@@ -89,9 +89,14 @@ def test_unsupported_language_is_a_clear_error(random_m2m100: Path):
         tr.translate(["hola"], "xx", "en")
 
 
-def test_half_precision_on_cpu_is_refused(random_m2m100: Path):
-    with pytest.raises(ValueError, match="needs a GPU"):
-        TransformersTranslator(str(random_m2m100), device="cpu", dtype="fp16")
+def test_half_precision_on_cpu_falls_back_to_float32(random_m2m100: Path, caplog: pytest.LogCaptureFixture):
+    import torch
+
+    with caplog.at_level(logging.WARNING):
+        tr = TransformersTranslator(str(random_m2m100), device="cpu", dtype="fp16")
+    assert "needs a GPU" in caplog.text and tr.model.dtype == torch.float32
+    with pytest.raises(ValueError, match="CUDA is not available|unknown dtype"):
+        TransformersTranslator(str(random_m2m100), device="cpu", dtype="fp8")
 
 
 def test_bad_paths_are_clear_errors(tmp_path: Path):

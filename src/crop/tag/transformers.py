@@ -13,6 +13,7 @@ from typing import Any
 from crop.labels import CONLL, LabelScheme, bio_to_spans
 from crop.tag.base import finish_span
 from crop.text import tokenize
+from crop.torch_device import resolve_device, resolve_dtype
 from crop.types import Span
 
 log = logging.getLogger(__name__)
@@ -29,9 +30,6 @@ _GENERIC = re.compile(r"^LABEL_\d+$")
 # files one of which a folder's tokenizer needs (without any, transformers would build an empty default one)
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "vocab.json", "sentencepiece.bpe.model",
                     "spiece.model", "sentencepiece.model", "tokenizer.model")
-_DTYPES = {"float32": "float32", "fp32": "float32", "float16": "float16", "fp16": "float16", "half": "float16",
-           "bfloat16": "bfloat16", "bf16": "bfloat16"}
-
 
 class AnyLanguage(list[str]):
     """`["*"]`: a multilingual model tags any language, so `lang in AnyLanguage()` is true for every code."""
@@ -147,8 +145,8 @@ class TransformersTagger:
         self.model_name = str(model)
         self.scheme = scheme
         self.batch_size = batch_size
-        self.device = _resolve_device(device)
-        self.dtype = _resolve_dtype(dtype, self.device)
+        self.device = resolve_device(device)
+        self.dtype = resolve_dtype(dtype, self.device)
         self.model, self.tokenizer = _load(self.model_name, self.dtype)
         self.model.to(self.device).eval()
         self.tags = map_labels(self.model.config.id2label, scheme, label_map, self.model_name)
@@ -302,40 +300,6 @@ def _require() -> None:
     except ImportError as e:
         raise ImportError(f"the transformers tagger needs torch and transformers ({e}): "
                           "pip install torch transformers sentencepiece") from e
-
-
-def _resolve_device(device: str) -> Any:
-    import torch
-
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, ValueError) as e:
-        raise ValueError(f"not a device: {device!r} (use auto, cpu, cuda or cuda:N)") from e
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError(f"device {device!r} asked for, but CUDA is not available")
-        if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise ValueError(f"device {device!r} asked for, but there are {torch.cuda.device_count()} GPUs")
-    elif dev.type != "cpu":
-        raise ValueError(f"unsupported device {device!r} (use auto, cpu, cuda or cuda:N)")
-    return dev
-
-
-def _resolve_dtype(dtype: str, device: Any) -> Any:
-    import torch
-
-    name = dtype.lower()
-    if name == "auto":
-        name = "float16" if device.type == "cuda" else "float32"
-    if name not in _DTYPES:
-        raise ValueError(f"unknown dtype {dtype!r} (use auto, float32, float16 or bfloat16)")
-    name = _DTYPES[name]
-    if name != "float32" and device.type != "cuda":
-        log.warning("half precision needs a GPU: tagging in float32 on %s", device, extra={"dtype": dtype})
-        name = "float32"
-    return getattr(torch, name)
 
 
 def _load(model: str, dtype: Any) -> tuple[Any, Any]:

@@ -10,40 +10,10 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
+from crop.torch_device import resolve_device, resolve_dtype
 from crop.translate.seq2seq import DEFAULT_SLOTS, SLOT_RE, Hypothesis, Seq2SeqTranslator
 
 log = logging.getLogger(__name__)
-
-_DTYPES = {"fp16": "float16", "float16": "float16", "bf16": "bfloat16", "bfloat16": "bfloat16",
-           "fp32": "float32", "float32": "float32"}
-
-
-def resolve_device(device: str) -> str:
-    """"auto" -> "cuda" when a GPU is visible, else "cpu"."""
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} asked for but CUDA is not available")
-    return device
-
-
-def resolve_dtype(dtype: str, device: str) -> Any:
-    """"auto" -> bf16 on a GPU that has it, else fp16 on GPU, float32 on CPU. Half precision on CPU is
-    refused: it is slower there and changes results."""
-    import torch
-
-    if dtype == "auto":
-        if device.startswith("cuda"):
-            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.float32
-    if dtype not in _DTYPES:
-        raise ValueError(f"unknown dtype {dtype!r}; use auto, fp16, bf16 or fp32")
-    if device == "cpu" and _DTYPES[dtype] != "float32":
-        raise ValueError(f"dtype {dtype} needs a GPU; use fp32 on CPU (or CTranslate2 int8 for speed)")
-    return getattr(torch, _DTYPES[dtype])
-
 
 def vocabulary_table(tokenizer: Any, size: int) -> list[str]:
     """The piece of every id of a model's embedding matrix. Asked id by id, because some tokenizers (M2M100
