@@ -247,6 +247,7 @@ def test_pipeline_runs_with_ctranslate2_and_transformers_tagger(copy_m2m100_ct2:
     assert any(r["entities"] for r in rows if r["status"] == "kept")
     stats = json.loads((tmp_path / "s.json").read_text())
     assert stats["sentences"] == len(lines) and stats["seconds"]["back"] > 0
+    assert stats["other_hypothesis"] == sum(r["hypothesis"] > 0 for r in rows)
 
 
 # -- crop convert -------------------------------------------------------------------------------------------------

@@ -37,6 +37,8 @@ class PipelineStats:
     status: Counter[str] = field(default_factory=Counter)
     reasons: Counter[str] = field(default_factory=Counter)
     methods: Counter[str] = field(default_factory=Counter)
+    # sentences whose entities were placed through a further n-best back-translation, not the best one
+    other_hypothesis: int = 0
     seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
 
     def add(self, result: ProjectionResult) -> None:
@@ -46,6 +48,7 @@ class PipelineStats:
             self.reasons[result.reason.split(":")[0]] += 1
         for e in result.entities:
             self.methods[e.method] += 1
+        self.other_hypothesis += result.hypothesis > 0
 
     def as_dict(self) -> dict:
         total = sum(self.seconds.values()) or 1e-9
@@ -54,6 +57,7 @@ class PipelineStats:
             "status": dict(self.status),
             "reasons": dict(self.reasons),
             "methods": dict(self.methods),
+            "other_hypothesis": self.other_hypothesis,
             "seconds": {k: round(v, 3) for k, v in self.seconds.items()},
             "share": {k: round(v / total, 3) for k, v in self.seconds.items()},
             "sentences_per_second": round(self.sentences / total, 2),
