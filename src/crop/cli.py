@@ -206,6 +206,33 @@ def tagger_train(
     typer.echo(report.model_dump_json(indent=2))
 
 
+SERVICES = ("translator", "tagger", "projector")
+
+
+@app.command()
+def serve(
+    service: Annotated[str, typer.Argument(help="translator, tagger or projector")],
+    host: Annotated[str | None, typer.Option(help="default: CROP_<SERVICE>_HOST or 127.0.0.1")] = None,
+    port: Annotated[int | None, typer.Option(help="default: CROP_<SERVICE>_PORT or 8101/8102/8103")] = None,
+    workers: Annotated[int, typer.Option(min=1, help="uvicorn worker processes (each loads the engine)")] = 1,
+) -> None:
+    """Run one service with uvicorn; its settings come from CROP_<SERVICE>_* variables (see services/<name>/)."""
+    import uvicorn
+
+    from crop.api.settings import ProjectorSettings, TaggerSettings, TranslatorSettings
+
+    if service not in SERVICES:
+        _fail(f"unknown service {service!r}; choose {', '.join(SERVICES)}")
+    try:
+        settings = {"translator": TranslatorSettings, "tagger": TaggerSettings,
+                    "projector": ProjectorSettings}[service]()
+    except ValueError as exc:
+        _fail(f"bad settings: {exc}")
+        raise
+    uvicorn.run(f"crop.api.{service}:create_app", factory=True, host=host or settings.host,
+                port=port or settings.port, workers=workers, log_config=None, access_log=False)
+
+
 @app.command()
 def convert(
     source: Annotated[str, typer.Argument(help="Hugging Face seq2seq model: hub id or local folder")],

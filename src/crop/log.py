@@ -7,6 +7,10 @@ import logging
 import os
 import sys
 import time
+from contextvars import ContextVar
+
+#: the id of the HTTP request being served (set by the services' middleware), added to every log line
+request_id: ContextVar[str | None] = ContextVar("request_id", default=None)
 
 # attributes every LogRecord has; anything else came from `extra=` and is part of the event
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
@@ -20,6 +24,9 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "event": record.getMessage(),
         }
+        rid = request_id.get()
+        if rid is not None:
+            event["request_id"] = rid
         event.update({k: v for k, v in vars(record).items() if k not in _STANDARD})
         if record.exc_info:
             event["exception"] = self.formatException(record.exc_info)
