@@ -1,5 +1,7 @@
 """Build a tagger from a spec string: `spacy`, `spacy:<pipeline name or path>`,
-`transformers:<hub id or path of a token classification model>`."""
+`transformers:<hub id or path of a token classification model>`, `remote:<url of a crop tagger service>` (its
+mode "model"; options also from CROP_REMOTE_TIMEOUT, CROP_REMOTE_MAX_RETRIES, CROP_REMOTE_BACKOFF,
+CROP_REMOTE_BATCH_SIZE; the API key from CROP_REMOTE_API_KEY)."""
 
 from __future__ import annotations
 
@@ -9,7 +11,7 @@ from crop.env_options import options_from_env
 from crop.labels import get_scheme
 from crop.tag.base import Tagger
 
-ENGINES = ("spacy", "transformers")
+ENGINES = ("spacy", "transformers", "remote")
 
 
 def load_tagger(spec: str = "spacy", scheme: str = "conll", **options: Any) -> Tagger:
@@ -28,4 +30,11 @@ def load_tagger(spec: str = "spacy", scheme: str = "conll", **options: Any) -> T
 
         options = options_from_env(options, "CROP_TAGGER", {"device": str, "dtype": str, "batch_size": int})
         return TransformersTagger(arg, scheme=get_scheme(scheme), **options)
+    if engine == "remote":
+        if not arg:
+            raise ValueError(f"{spec!r} names no service: use remote:http://<host>:<port>")
+        from crop.remote_http import OPTION_TYPES
+        from crop.tag.remote import RemoteTagger
+
+        return RemoteTagger(arg, **options_from_env(options, "CROP_REMOTE", OPTION_TYPES))
     raise ValueError(f"unknown tagger engine {engine!r} in {spec!r}; available: {', '.join(ENGINES)}")

@@ -2,7 +2,9 @@
 `transformers:<hub id or path>`, `ctranslate2:<converted folder>` (options also from CROP_TRANSLATOR_DEVICE,
 CROP_TRANSLATOR_BEAM_SIZE, CROP_TRANSLATOR_N_BEST, CROP_TRANSLATOR_COMPUTE_TYPE, ...),
 `openai:<model>[@<base_url>]` (an OpenAI-compatible server such as `vllm serve`; the base URL defaults to
-CROP_OPENAI_BASE_URL or http://127.0.0.1:8000/v1)."""
+CROP_OPENAI_BASE_URL or http://127.0.0.1:8000/v1), `remote:<url of a crop translator service>` (options also
+from CROP_REMOTE_TIMEOUT, CROP_REMOTE_MAX_RETRIES, CROP_REMOTE_BACKOFF, CROP_REMOTE_BATCH_SIZE; the API key from
+CROP_REMOTE_API_KEY)."""
 
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ from typing import Any
 from crop.env_options import options_from_env
 from crop.translate.base import Translator
 
-ENGINES = ("apertium", "transformers", "ctranslate2", "openai")
+ENGINES = ("apertium", "transformers", "ctranslate2", "openai", "remote")
 
 
 def load_translator(spec: str = "apertium", **options: Any) -> Translator:
@@ -28,6 +30,13 @@ def load_translator(spec: str = "apertium", **options: Any) -> Translator:
         if base_url:
             options["base_url"] = base_url
         return OpenAITranslator(model, **options)
+    if engine == "remote":
+        if not arg:
+            raise ValueError(f"{spec!r} names no service: use remote:http://<host>:<port>")
+        from crop.remote_http import OPTION_TYPES
+        from crop.translate.remote import connect_translator
+
+        return connect_translator(arg, **options_from_env(options, "CROP_REMOTE", OPTION_TYPES))
     if engine in ("transformers", "ctranslate2"):
         if not arg:
             raise ValueError(f"{spec!r} names no model: use {engine}:<hub id or path>")
