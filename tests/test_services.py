@@ -337,3 +337,35 @@ def test_crop_serve_starts_a_service(tmp_path: Path):
     bad = subprocess.run([sys.executable, "-c", "from crop.cli import main; main()", "serve", "nothing"],
                          capture_output=True, text=True)
     assert bad.returncode == 2 and "unknown service" in bad.stderr
+
+
+# -- neural engines behind the services (tiny models built at test time) --------------------------------------------
+
+
+def test_services_over_tiny_neural_engines(copy_m2m100_ct2: Path, tiny_ner_model: Path):
+    from crop.tag.transformers import TransformersTagger
+    from crop.translate.ctranslate2 import CTranslate2Translator
+
+    ct2 = CTranslate2Translator(str(copy_m2m100_ct2), beam_size=2, n_best=2)
+    with running(translator_api.create_app(TranslatorSettings(), engine=ct2)) as url:
+        info = httpx.get(url + "/v1/info").json()
+        assert info["engine"] == "ctranslate2" and ["en", "es"] in info["pairs"] and info["aligned"] is False
+        r = httpx.post(url + "/v1/translate/labeled", json={
+            "items": [{"text": "John Smith lives in Madrid .", "spans": [{"start": 0, "end": 10, "label": "PER"},
+                                                                        {"start": 20, "end": 26, "label": "LOC"}]}],
+            "src": "en", "tgt": "es"})
+        assert r.status_code == 200, r.text
+        res = r.json()["results"][0]
+        assert "__SLOT0__" in res["raw"] and len(res["alternatives"]) == 1
+        r = httpx.post(url + "/v1/translate/aligned", json={"sentences": [["a"]], "src": "en", "tgt": "es"})
+        assert r.status_code == 400 and "does not give word alignments" in r.json()["detail"]
+    tagger = TransformersTagger(str(tiny_ner_model), device="cpu")
+    engines = tagger_api.TaggerEngines(tagger, CropPipeline(ct2, tagger, Projector(ProjectorConfig(
+        policy="partial", drop_all_o=False, langid=False))))
+    with running(tagger_api.create_app(TaggerSettings(), engines=engines)) as url:
+        assert httpx.get(url + "/v1/info").json()["model_languages"] == ["*"]
+        for mode in ("model", "crop"):
+            r = httpx.post(url + "/v1/tag", json={"texts": ["Pedro Sánchez visited the European Commission .",
+                                                            "la house de Google"], "lang": "es", "mode": mode})
+            assert r.status_code == 200, r.text
+            assert len(r.json()["results"]) == 2
