@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -12,8 +12,40 @@ Lang = Field(min_length=2, max_length=12, pattern=r"^[A-Za-z]{2,3}([_-][A-Za-z0-
              description="ISO 639-1 or -3 code (es, spa); FLORES-style codes (spa_Latn) are accepted too")
 
 
+def lone_surrogate(value: Any, where: str = "") -> str | None:
+    """Where in a decoded JSON value a string holds a lone surrogate (`"\\ud800"` is valid JSON but no text:
+    neither UTF-8 nor the engines can carry it), as a message; None when there is none."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            return (f"`{where or 'body'}` has a lone surrogate (U+{ord(value[exc.start]):04X}) at character "
+                    f"{exc.start}: text must be valid Unicode")
+        return None
+    if isinstance(value, dict):
+        for k, v in value.items():
+            path = f"{where}.{k}" if where else str(k)
+            found = lone_surrogate(k, f"a key of {where or 'body'}") or lone_surrogate(v, path)
+            if found:
+                return found
+    elif isinstance(value, list | tuple):
+        for i, v in enumerate(value):
+            found = lone_surrogate(v, f"{where}[{i}]")
+            if found:
+                return found
+    return None
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _valid_unicode(cls, data: Any) -> Any:
+        found = lone_surrogate(data)
+        if found:
+            raise ValueError(found)
+        return data
 
 
 class TextsRequest(_Strict):

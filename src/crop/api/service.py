@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import secrets
 import time
 import uuid
@@ -16,6 +17,8 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -78,6 +81,20 @@ class ServiceState:
             raise HTTPException(504, f"no result within {self.settings.request_timeout:g} s") from exc
         except (UnsupportedPair, ValueError) as exc:
             raise HTTPException(400, str(exc)) from exc
+
+
+def json_safe(value: Any) -> Any:
+    """`value` with what a JSON response cannot hold made printable: lone surrogates (not UTF-8) escaped as
+    `\\udXXX`, infinities and NaN as strings."""
+    if isinstance(value, str):
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    if isinstance(value, float) and not math.isfinite(value):
+        return repr(value)
+    if isinstance(value, dict):
+        return {json_safe(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    return value
 
 
 def get_state(request: Request) -> ServiceState:
@@ -205,10 +222,15 @@ def create_service(name: str, settings: ServiceSettings, load: Callable[[], Any]
                                                  "status": status, "ms": round(seconds * 1000, 1)})
             request_id.reset(token)
 
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        # FastAPI's own handler echoes the input, which JSON cannot always carry (a lone surrogate, 1e400)
+        return JSONResponse({"detail": json_safe(jsonable_encoder(exc.errors()))}, status_code=422)
+
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error", extra={"service": name, "path": request.url.path})
-        return JSONResponse({"detail": f"internal error: {type(exc).__name__}: {exc}"}, status_code=500)
+        return JSONResponse({"detail": json_safe(f"internal error: {type(exc).__name__}: {exc}")}, status_code=500)
 
     @app.get("/health/live", tags=["operations"])
     def live() -> dict[str, str]:
