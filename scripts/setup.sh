@@ -7,7 +7,10 @@ cd "$(dirname "$0")/.."
 SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
 PY=${PYTHON:-python3}
 need_apt=0
-for p in apertium apertium-eng-spa apertium-eng-cat apertium-en-gl; do
+# chromium + chromium-driver: the try-it page's browser test; docker-compose: validates docker-compose.yml
+# (`docker-compose config` needs no Docker engine)
+APT_PACKAGES="apertium apertium-eng-spa apertium-eng-cat apertium-en-gl chromium chromium-driver docker-compose"
+for p in $APT_PACKAGES; do
   dpkg -s "$p" >/dev/null 2>&1 || need_apt=1
 done
 "$PY" -c "import ensurepip, venv" >/dev/null 2>&1 || need_apt=1
@@ -16,8 +19,9 @@ command -v cc >/dev/null 2>&1 || need_apt=1
   || need_apt=1
 if [ "$need_apt" = 1 ]; then
   $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq apertium apertium-eng-spa apertium-eng-cat \
-    apertium-en-gl python3-venv python3-dev build-essential >/dev/null
+  # shellcheck disable=SC2086
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq $APT_PACKAGES python3-venv python3-dev \
+    build-essential >/dev/null
 fi
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 .venv/bin/pip install -q --upgrade pip >/dev/null
