@@ -7,10 +7,12 @@ cd "$(dirname "$0")/.."
 SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
 PY=${PYTHON:-python3}
 need_apt=0
-# chromium + chromium-driver: the try-it page's browser test; docker-compose: validates docker-compose.yml
-# (`docker-compose config` needs no Docker engine)
-APT_PACKAGES="apertium apertium-eng-spa apertium-eng-cat apertium-en-gl chromium chromium-driver docker-compose"
-for p in $APT_PACKAGES; do
+# transfuse: Apertium's format handling, which moves inline markers with their words (labeled translation);
+# chromium + chromium-driver: the try-it page's browser test
+APT_PACKAGES="apertium transfuse apertium-eng-spa apertium-eng-cat apertium-en-gl chromium chromium-driver"
+# docker-compose validates docker-compose.yml (`config` needs no Docker engine); without its recommended
+# packages (docker.io, containerd)
+for p in $APT_PACKAGES docker-compose; do
   dpkg -s "$p" >/dev/null 2>&1 || need_apt=1
 done
 "$PY" -c "import ensurepip, venv" >/dev/null 2>&1 || need_apt=1
@@ -22,6 +24,7 @@ if [ "$need_apt" = 1 ]; then
   # shellcheck disable=SC2086
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq $APT_PACKAGES python3-venv python3-dev \
     build-essential >/dev/null
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends docker-compose >/dev/null
 fi
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 .venv/bin/pip install -q --upgrade pip >/dev/null

