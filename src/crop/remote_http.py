@@ -11,7 +11,7 @@ import logging
 import os
 import random
 import time
-from typing import Any
+from typing import Any, Self
 
 import httpx
 
@@ -178,3 +178,34 @@ class RemoteHTTP:
 def chunks(n: int, size: int) -> list[range]:
     """Index ranges of at most `size` covering range(n)."""
     return [range(i, min(i + size, n)) for i in range(0, n, size)]
+
+
+class RemoteEngine:
+    """What a remote engine (translator, tagger) holds: its HTTP client, name, request size and the service's
+    /v1/info; closes its connections as a context manager."""
+
+    def __init__(self, base_url: str, api_key: str | None = None, timeout: float = 60.0, max_retries: int = 3,
+                 backoff: float = 0.5, batch_size: int = 64, **http_options: Any) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, not {batch_size}")
+        self.http = RemoteHTTP(base_url, api_key=api_key, timeout=timeout, max_retries=max_retries,
+                               backoff=backoff, **http_options)
+        self.base_url = self.http.base_url
+        self.name = f"remote:{self.base_url}"
+        self.batch_size = batch_size
+        self._info: dict[str, Any] | None = None
+
+    def close(self) -> None:
+        self.http.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def info(self) -> dict[str, Any]:
+        """The service's /v1/info (fetched once, waiting while its engine loads)."""
+        if self._info is None:
+            self._info = self.http.ready_info()
+        return self._info

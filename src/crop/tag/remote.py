@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Literal
 
-from crop.remote_http import RemoteHTTP, chunks
+from crop.remote_http import RemoteEngine, chunks
 from crop.tag.transformers import AnyLanguage
 from crop.text import char_to_token_span, tokenize
 from crop.types import Span
@@ -20,41 +20,17 @@ from crop.types import Span
 __all__ = ["RemoteTagger"]
 
 
-class RemoteTagger:
+class RemoteTagger(RemoteEngine):
     """The Tagger protocol over a tagger service's /v1/tag (mode "model" or "crop")."""
 
-    def __init__(self, base_url: str, mode: Literal["model", "crop"] = "model", api_key: str | None = None,
-                 timeout: float = 60.0, max_retries: int = 3, backoff: float = 0.5, batch_size: int = 64,
-                 **http_options: Any) -> None:
+    def __init__(self, base_url: str, mode: Literal["model", "crop"] = "model", **options: Any) -> None:
         if mode not in ("model", "crop"):
             raise ValueError(f"mode must be 'model' or 'crop', not {mode!r}")
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be at least 1, not {batch_size}")
-        self.http = RemoteHTTP(base_url, api_key=api_key, timeout=timeout, max_retries=max_retries,
-                               backoff=backoff, **http_options)
-        self.base_url = self.http.base_url
+        super().__init__(base_url, **options)
         self.mode = mode
-        self.name = f"remote:{self.base_url}"
-        self.batch_size = batch_size
-        self._info: dict[str, Any] | None = None
-
-    def close(self) -> None:
-        self.http.close()
-
-    def __enter__(self) -> RemoteTagger:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         return f"RemoteTagger({self.base_url!r}, mode={self.mode!r})"
-
-    def info(self) -> dict[str, Any]:
-        """The service's /v1/info (fetched once, waiting while its engines load)."""
-        if self._info is None:
-            self._info = self.http.ready_info()
-        return self._info
 
     def languages(self) -> list[str]:
         """The languages of this mode: the model's (`["*"]`: any, as an `AnyLanguage`) or crop's plus the pivot."""

@@ -13,13 +13,11 @@ honouring `Retry-After`; anything else, or a failure that outlives the retries, 
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import json
 import logging
 import os
 import random
 import re
-import time
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Literal, TypeVar
@@ -31,6 +29,7 @@ except ImportError as exc:  # pragma: no cover - depends on the installation
 
 from crop.langcodes import to_iso1
 from crop.markers import get_codec
+from crop.remote_http import retry_after_seconds
 from crop.translate.base import UnsupportedPair
 from crop.translate.labeled import translate_labeled_with_codec
 from crop.types import LabeledItem, LabeledResult
@@ -229,18 +228,8 @@ def _truncate(s: str, limit: int = _BODY_LIMIT) -> str:
 
 
 def _retry_after(value: str | None) -> float | None:
-    """Seconds to wait from a Retry-After header (seconds or an HTTP date); None when absent or unreadable."""
-    if not value:
-        return None
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            when = email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError):
-            return None
-        seconds = when.timestamp() - time.time()
-    return min(max(seconds, 0.0), _MAX_RETRY_AFTER)
+    """Seconds to wait from a Retry-After header (seconds or an HTTP date), at most 300 s."""
+    return retry_after_seconds(value, _MAX_RETRY_AFTER)
 
 
 async def _gather_or_cancel(aws: Sequence[Awaitable[T]]) -> list[T]:

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
-from crop.remote_http import RemoteHTTP, RemoteRequestError, chunks
+from crop.remote_http import RemoteEngine, RemoteRequestError, chunks
 from crop.translate.base import UnsupportedPair
 from crop.types import AlignedTranslation, LabeledItem, LabeledResult
 
@@ -23,41 +23,11 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 
-class RemoteTranslator:
+class RemoteTranslator(RemoteEngine):
     """The Translator protocol over a translator service's /v1/translate and /v1/translate/labeled."""
-
-    def __init__(self, base_url: str, api_key: str | None = None, timeout: float = 60.0, max_retries: int = 3,
-                 backoff: float = 0.5, batch_size: int = 64, **http_options: Any) -> None:
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be at least 1, not {batch_size}")
-        self.http = RemoteHTTP(base_url, api_key=api_key, timeout=timeout, max_retries=max_retries,
-                               backoff=backoff, **http_options)
-        self.base_url = self.http.base_url
-        self.name = f"remote:{self.base_url}"
-        self.batch_size = batch_size
-        self._info: dict[str, Any] | None = None
-
-    # -- lifecycle ----------------------------------------------------------------------------------------------
-
-    def close(self) -> None:
-        self.http.close()
-
-    def __enter__(self) -> RemoteTranslator:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.base_url!r})"
-
-    # -- protocol -----------------------------------------------------------------------------------------------
-
-    def info(self) -> dict[str, Any]:
-        """The service's /v1/info (fetched once, waiting while its engine loads)."""
-        if self._info is None:
-            self._info = self.http.ready_info()
-        return self._info
 
     def pairs(self) -> list[tuple[str, str]]:
         return [(str(a), str(b)) for a, b in self.info().get("pairs", [])]
