@@ -29,10 +29,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from servers import free_port  # noqa: E402
 
 
-def start_tagger(batching: bool, mode_env: dict[str, str]) -> tuple[subprocess.Popen, str]:
+def start_tagger(batching: bool, max_wait_ms: float) -> tuple[subprocess.Popen, str]:
     port = free_port()
-    env = {**os.environ, **mode_env, "CROP_TAGGER_MAX_BATCH_SIZE": "64" if batching else "1",
-           "CROP_TAGGER_MAX_WAIT_MS": "5", "CROP_TAGGER_MAX_QUEUE": "100000", "CROP_LOG_LEVEL": "WARNING"}
+    env = {**os.environ, "CROP_TAGGER_MAX_BATCH_SIZE": "64" if batching else "1",
+           "CROP_TAGGER_MAX_WAIT_MS": str(max_wait_ms), "CROP_TAGGER_MAX_QUEUE": "100000", "CROP_LOG_LEVEL": "WARNING"}
     proc = subprocess.Popen([sys.executable, "-c", "from crop.cli import main; main()", "serve", "tagger",
                              "--port", str(port)], env=env)
     url = f"http://127.0.0.1:{port}"
@@ -113,6 +113,7 @@ def main() -> None:
     ap.add_argument("--mode", default="crop", choices=["crop", "model"])
     ap.add_argument("--requests", type=int, default=96)
     ap.add_argument("--clients", default="1,8,32")
+    ap.add_argument("--max-wait-ms", type=float, default=0.0, help="the batching service's wait for more items")
     args = ap.parse_args()
     lang = "es" if args.mode == "crop" else "en"
     source = shared_data() / "raw" / "es.txt"
@@ -123,9 +124,10 @@ def main() -> None:
         with open(shared_data() / "en" / "train.jsonl", encoding="utf-8") as f:
             sentences = [" ".join(json.loads(line)["tokens"]) for line in islice(f, args.requests)]
     report: dict = {"mode": args.mode, "engines": "apertium + spacy en_core_web_sm", "cores": os.cpu_count(),
+                    "max_wait_ms": args.max_wait_ms,
                     "requests": len(sentences), "service": {}}
     for batching in (True, False):
-        proc, url = start_tagger(batching, {})
+        proc, url = start_tagger(batching, args.max_wait_ms)
         try:
             for clients in (int(c) for c in args.clients.split(",")):
                 result = asyncio.run(load(url, sentences, clients, lang, args.mode))

@@ -20,7 +20,9 @@ class ServiceSettings(BaseSettings):
     # batching: items of many requests gathered into one engine call (TEI-style queue)
     max_batch_size: int = Field(default=64, ge=1, description="items per engine call; 1 turns batching off")
     max_batch_tokens: int = Field(default=8192, ge=1, description="whitespace tokens per engine call")
-    max_wait_ms: float = Field(default=5.0, ge=0, description="how long a batch waits for more items")
+    # 0: a batch is whatever queued while the engine was busy (no added latency for a lone client); a few ms
+    # help engines with a high cost per call when clients come in bursts to an idle service
+    max_wait_ms: float = Field(default=0.0, ge=0, description="how long a batch waits for more items")
     max_queue: int = Field(default=2048, ge=1, description="items waiting; beyond, 429 with Retry-After")
     request_timeout: float = Field(default=60.0, gt=0, description="seconds before a request gets 504")
     max_body_bytes: int = Field(default=512 * 1024, ge=1, description="larger request bodies get 413")
