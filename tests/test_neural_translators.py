@@ -269,7 +269,8 @@ def test_convert_command(copy_m2m100: Path, tmp_path: Path):
 
 
 def test_gpu_transformers_half_precision_and_ctranslate2_float16(copy_m2m100: Path, tmp_path: Path):
-    torch = pytest.importorskip("torch")
+    import torch
+
     if not torch.cuda.is_available():
         pytest.skip("no CUDA device on this machine (GPU test)")
     texts = [unmarked(s) for s in held_out(20, seed=4)]

@@ -453,7 +453,7 @@ def test_registry_errors() -> None:
 
 def test_gpu_matches_cpu(model_dir: Path, tiny: TransformersTagger) -> None:
     if not torch.cuda.is_available():
-        pytest.skip("no CUDA device")
+        pytest.skip("no CUDA device on this machine (GPU test)")
     sentences = [OBAMA, EU, ES, LONG, ""]
     words = [tokenize(text, "en")[0] for text in sentences]
     cpu_tags = [tags for tags, _ in tiny.tag_words(words)]

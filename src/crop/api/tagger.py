@@ -18,6 +18,7 @@ from fastapi.responses import HTMLResponse
 from crop.api.schemas import Entity, TaggerInfo, TagRequest, TagResponse, TagResult
 from crop.api.service import V1, create_service, get_state
 from crop.api.settings import TaggerSettings
+from crop.io import sentence_from_record
 from crop.pipeline import CropPipeline
 from crop.project import Projector, ProjectorConfig
 from crop.tag.base import Tagger
@@ -45,8 +46,6 @@ def _run(engines: TaggerEngines, key: Hashable, items: list[Any]) -> list[Any]:
         return [TagResult(text=t, entities=[Entity(start=s.start, end=s.end, text=s.text, label=s.label,
                                                    score=round(s.score, 4)) for s in sp])
                 for t, sp in zip(items, spans, strict=True)]
-    from crop.io import sentence_from_record
-
     sentences = [sentence_from_record({"id": str(i), "text": t}, lang) for i, t in enumerate(items)]
     results = engines.pipeline.project_batch(sentences)
     return [TagResult(text=t, status=str(r.status), reason=r.reason,

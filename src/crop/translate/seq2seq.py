@@ -47,13 +47,17 @@ class Hypothesis:
 
 
 class ModelFamily:
-    """Language tokens of one family of seq2seq models, found in the model's vocabulary."""
+    """Language tokens of one family of seq2seq models, found in the model's vocabulary (once: a vocabulary
+    has up to a few hundred thousand pieces)."""
 
     name = "generic"
+    token_re: re.Pattern[str] | None = None  # the family's language tokens
 
     def __init__(self, vocab: set[str], pair: tuple[str, str] | None = None) -> None:
         self.vocab = vocab
         self.pair = pair  # the one pair of a single-pair model, when known
+        re_ = self.token_re
+        self.lang_tokens = sorted(t for t in vocab if re_.match(t)) if re_ is not None else []
 
     def languages(self) -> list[str]:
         return sorted(set(self.pair)) if self.pair else []
@@ -63,10 +67,6 @@ class ModelFamily:
             return [self.pair]
         langs = self.languages()
         return [(a, b) for a in langs for b in langs if a != b]
-
-    def code(self, lang: str) -> str | None:
-        """The model's token for an ISO code, None when the family uses none."""
-        return None
 
     def source_prefix(self, src: str, tgt: str) -> list[str]:
         return []
@@ -84,6 +84,7 @@ class _LanguageTokenFamily(ModelFamily):
     """Families that start the source with its language token and prime the decoder with the target's."""
 
     def code(self, lang: str) -> str:
+        """The model's token for an ISO code (UnsupportedPair when it has none)."""
         raise NotImplementedError
 
     def source_prefix(self, src: str, tgt: str) -> list[str]:
@@ -98,9 +99,10 @@ class _LanguageTokenFamily(ModelFamily):
 
 class M2M100Family(_LanguageTokenFamily):
     name = "m2m100"
+    token_re = _M2M_RE
 
     def languages(self) -> list[str]:
-        return sorted(m.group(1) for t in self.vocab if (m := _M2M_RE.match(t)))
+        return [t[2:-2] for t in self.lang_tokens]
 
     def code(self, lang: str) -> str:
         token = f"__{to_iso1(lang)}__"
@@ -112,12 +114,10 @@ class M2M100Family(_LanguageTokenFamily):
 
 class NllbFamily(_LanguageTokenFamily):
     name = "nllb"
-
-    def _codes(self) -> list[str]:
-        return sorted(t for t in self.vocab if _FLORES_RE.match(t))
+    token_re = _FLORES_RE
 
     def languages(self) -> list[str]:
-        return sorted({to_iso1(c) for c in self._codes()})
+        return sorted({to_iso1(c) for c in self.lang_tokens})
 
     def code(self, lang: str) -> str:
         if _FLORES_RE.match(lang) and lang in self.vocab:  # already a FLORES code
@@ -127,7 +127,7 @@ class NllbFamily(_LanguageTokenFamily):
         if preferred and preferred in self.vocab:
             return preferred
         iso3 = to_iso3(lang)
-        found = [c for c in self._codes() if c.startswith(iso3 + "_")]
+        found = [c for c in self.lang_tokens if c.startswith(iso3 + "_")]
         if not found:
             raise UnsupportedPair(f"NLLB model has no FLORES-200 code for {lang!r} (looked for {iso3}_*)")
         latn = [c for c in found if c.endswith("_Latn")]
@@ -138,12 +138,12 @@ class MarianFamily(ModelFamily):
     """One source language; one target language, or several chosen with a `>>xxx<<` token."""
 
     name = "marian"
+    token_re = _MARIAN_RE
 
     def _targets(self) -> dict[str, str]:
-        out = {}
-        for t in self.vocab:
-            if m := _MARIAN_RE.match(t):
-                out.setdefault(to_iso1(m.group(1)), t)
+        out: dict[str, str] = {}
+        for t in self.lang_tokens:
+            out.setdefault(to_iso1(t[2:-2]), t)
         return out
 
     def pairs(self) -> list[tuple[str, str]]:
@@ -165,7 +165,7 @@ class MarianFamily(ModelFamily):
 def detect_family(tokenizer: Any, vocab: set[str], name_or_path: str,
                   pair: tuple[str, str] | None = None) -> ModelFamily:
     cls = type(tokenizer).__name__.lower()
-    if "m2m100" in cls or any(_M2M_RE.match(t) for t in ("__en__", "__es__") if t in vocab):
+    if "m2m100" in cls or "__en__" in vocab:
         return M2M100Family(vocab)
     if "nllb" in cls or "eng_Latn" in vocab:
         return NllbFamily(vocab)
@@ -268,6 +268,7 @@ class Seq2SeqTranslator(ABC):
         self._markers = markers
         self._pair = pair
         self.family: ModelFamily = ModelFamily(set())
+        self._pairs: list[tuple[str, str]] = []
         self.codec: PieceCodec
 
     def _setup(self, tokenizer: Any, vocab: set[str]) -> None:
@@ -275,8 +276,9 @@ class Seq2SeqTranslator(ABC):
         self.tokenizer = tokenizer
         self.vocab = vocab
         self.family = detect_family(tokenizer, vocab, self.model_name, self._pair)
+        self._pairs = self.family.pairs()  # asked on every request by the services
         special = {t for t in (tokenizer.eos_token, tokenizer.pad_token, tokenizer.bos_token) if t}
-        special |= {t for t in vocab if _M2M_RE.match(t) or _FLORES_RE.match(t) or _MARIAN_RE.match(t)}
+        special |= set(self.family.lang_tokens)
         self.codec = PieceCodec(tokenizer, special)
         has_slots = "__SLOT0__" in vocab
         self.markers = "slot" if self._markers == "auto" and has_slots else (
@@ -286,7 +288,7 @@ class Seq2SeqTranslator(ABC):
     # -- the protocol ----------------------------------------------------------------------------------------
 
     def pairs(self) -> list[tuple[str, str]]:
-        return self.family.pairs()
+        return list(self._pairs)
 
     def translate(self, texts: Sequence[str], src: str, tgt: str) -> list[str]:
         return [h[0] for h in self.translate_n(texts, src, tgt, 1)]
