@@ -29,8 +29,8 @@ fi
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 .venv/bin/pip install -q --upgrade pip >/dev/null
 # a regular (not editable) install, so that the compiled modules are the ones imported; for work on the
-# code: CROP_COMPILE=0 .venv/bin/pip install -e '.[spacy-en,neural,openai,test]' (plain Python, edits take effect at once)
+# code: CROP_COMPILE=0 .venv/bin/pip install -e '.[spacy-en,neural,openai,lst,test]' (plain Python, edits take effect at once)
 # torch first, pinned: this version is a CPU build (an unpinned torch pulls the multi-GB CUDA one); on a GPU
 # machine install the CUDA torch you need instead before this script
 .venv/bin/python -c "import torch" 2>/dev/null || .venv/bin/pip install -q "torch==${CROP_TORCH_VERSION:-2.13.0}"
-.venv/bin/pip install -q '.[spacy-en,neural,openai,test]'
+.venv/bin/pip install -q '.[spacy-en,neural,openai,lst,test]'

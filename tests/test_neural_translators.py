@@ -243,7 +243,7 @@ def test_pipeline_runs_with_ctranslate2_and_transformers_tagger(copy_m2m100_ct2:
     rows = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
     assert len(rows) == len(lines)
     assert all(r["status"] in ("kept", "discarded", "failed") for r in rows)
-    assert not [r for r in rows if r["status"] == "failed"]
+    assert not [r for r in rows if r["status"] == "failed"], [r["reason"] for r in rows if r["status"] == "failed"]
     assert any(r["entities"] for r in rows if r["status"] == "kept")
     stats = json.loads((tmp_path / "s.json").read_text())
     assert stats["sentences"] == len(lines) and stats["seconds"]["back"] > 0

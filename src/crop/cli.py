@@ -7,20 +7,16 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from crop.cli_common import err, fail
+from crop.cli_lst import lst_app
 from crop.io import InputError, JsonlWriter, read_input, write_conll
 from crop.project import ALL_METHODS, Projector, ProjectorConfig
 
 app = typer.Typer(help="Zero-shot cross-lingual NER by labeled sequence translation (CROP).",
                   no_args_is_help=True, add_completion=False)
-err = Console(stderr=True)
-
-
-def _fail(message: str) -> None:
-    err.print(f"[red]error:[/red] {message}")
-    raise typer.Exit(2)
+app.add_typer(lst_app, name="lst")
 
 
 def _projector(methods: str, policy: str, keep_all_o: bool, no_langid: bool, max_tokens: int) -> Projector:
@@ -29,7 +25,7 @@ def _projector(methods: str, policy: str, keep_all_o: bool, no_langid: bool, max
         return Projector(ProjectorConfig(methods=chosen, policy=policy, drop_all_o=not keep_all_o,  # type: ignore[arg-type]
                                          langid=not no_langid, max_tokens=max_tokens))
     except ValueError as exc:
-        _fail(str(exc))
+        fail(str(exc))
         raise
 
 
@@ -42,7 +38,7 @@ def _pipeline(translator: str, tagger: str, projector: Projector, batch_size: in
         tr = load_translator(translator)
         tg = load_tagger(tagger) if needs_tagger else None
     except (ValueError, RuntimeError) as exc:
-        _fail(str(exc))
+        fail(str(exc))
         raise
     return CropPipeline(tr, tg, projector, batch_size=batch_size)
 
@@ -81,14 +77,14 @@ def project(
 ) -> None:
     """Project English NER labels onto raw target-language sentences (CROP steps 1-5)."""
     if not input.exists() and str(input) != "-":
-        _fail(f"input file {input} does not exist")
+        fail(f"input file {input} does not exist")
     projector = _projector(methods, policy, keep_all_o, no_langid, max_tokens)
     pipe = _pipeline(translator, tagger, projector, batch_size)
     pipe.use_alignment = pipe.use_alignment and not no_align
     try:
         pipe.check(src_lang)
     except ValueError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     total = _count_lines(input)
     conll_file = open(conll, "w", encoding="utf-8") if conll else None  # noqa: SIM115 (closed below)
     progress = Progress(TextColumn("[bold]projecting"), BarColumn(), MofNCompleteColumn(),
@@ -106,7 +102,7 @@ def project(
                         write_conll(conll_file, result.tokens, result.tags)
                 progress.update(task, advance=1, kept=kept)
     except InputError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     finally:
         if conll_file:
             conll_file.close()
@@ -135,16 +131,16 @@ def tag(
     from crop.io import sentence_from_record
 
     if not sentence.strip():
-        _fail("the sentence is empty")
+        fail("the sentence is empty")
     projector = Projector(ProjectorConfig(policy="partial", drop_all_o=False, langid=False, max_tokens=10**6))
     pipe = _pipeline(translator, tagger, projector, 1)
     try:
         pipe.check(lang)
     except ValueError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     result = pipe.project_batch([sentence_from_record({"id": "cli", "text": sentence}, lang)])[0]
     if result.status == "failed":
-        _fail(result.reason or "failed")
+        fail(result.reason or "failed")
     if json_out:
         typer.echo(result.model_dump_json(indent=2))
         return
@@ -163,11 +159,11 @@ def eval_(
 
     for p in (gold, pred):
         if not p.exists():
-            _fail(f"{p} does not exist")
+            fail(f"{p} does not exist")
     try:
         report = evaluate_files(gold, pred)
     except (InputError, EvalError) as exc:
-        _fail(str(exc))
+        fail(str(exc))
         raise
     typer.echo(json.dumps(report.model_dump(), indent=2) if json_out else report.table())
 
@@ -191,7 +187,7 @@ def tagger_train(
     from crop.tag.spacy_train import train_spacy_ner
 
     if not train.exists():
-        _fail(f"{train} does not exist")
+        fail(f"{train} does not exist")
     progress = Progress(TextColumn("[bold]training"), BarColumn(), MofNCompleteColumn(),
                         TextColumn("dev F1 {task.fields[f1]}"), TimeElapsedColumn(), console=err)
     try:
@@ -201,7 +197,7 @@ def tagger_train(
                                      dev_path=dev, seed=seed,
                                      on_epoch=lambda r: progress.update(task, advance=1, f1=f"{r.dev_f1:.3f}"))
     except (InputError, ValueError) as exc:
-        _fail(str(exc))
+        fail(str(exc))
         raise
     typer.echo(report.model_dump_json(indent=2))
 
@@ -222,12 +218,12 @@ def serve(
     from crop.api.settings import ProjectorSettings, TaggerSettings, TranslatorSettings
 
     if service not in SERVICES:
-        _fail(f"unknown service {service!r}; choose {', '.join(SERVICES)}")
+        fail(f"unknown service {service!r}; choose {', '.join(SERVICES)}")
     try:
         settings = {"translator": TranslatorSettings, "tagger": TaggerSettings,
                     "projector": ProjectorSettings}[service]()
     except ValueError as exc:
-        _fail(f"bad settings: {exc}")
+        fail(f"bad settings: {exc}")
         raise
     uvicorn.run(f"crop.api.{service}:create_app", factory=True, host=host or settings.host,
                 port=port or settings.port, workers=workers, log_config=None, access_log=False)
@@ -248,7 +244,7 @@ def convert(
         with err.status(f"converting {source}"):
             path = run_convert(source, output, quantization, force=force)
     except (ValueError, FileExistsError) as exc:
-        _fail(str(exc))
+        fail(str(exc))
         raise
     typer.echo(json.dumps({"output": str(path), "quantization": quantization or "as saved"}))
 

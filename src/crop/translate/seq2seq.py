@@ -297,12 +297,32 @@ class Seq2SeqTranslator(ABC):
         return translate_labeled_with_codec(items, self._marker_codec,
                                             lambda marked: self.translate_n(marked, src, tgt, self.n_best))
 
+    def source_pieces(self, text: str, src: str, tgt: str) -> list[str]:
+        """The encoder's input for `text`: `[src_lang] pieces </s>` in the family's format (what fine-tuning
+        trains on, so that training and inference read the same sequences)."""
+        return self.family.source_prefix(src, tgt) + self.codec.pieces(text) + self._eos_pieces()
+
+    def target_pieces(self, text: str, tgt: str) -> list[str]:
+        """The decoder's labels for a reference `text`: `[tgt_lang] pieces </s>`."""
+        return self.family.target_prefix(tgt) + self.codec.pieces(text) + self._eos_pieces()
+
+    def _fit(self, source: list[str]) -> list[str]:
+        """`source` cut to the encoder's positions (keeping its end of sentence): a degenerate forward translation
+        can come back longer than the model reads."""
+        if self.max_positions is None or len(source) <= self.max_positions:
+            return source
+        log.warning("source cut to the model's positions", extra={"pieces": len(source),
+                                                                  "max_positions": self.max_positions})
+        eos = self._eos_pieces()
+        return source[:self.max_positions - len(eos)] + eos
+
+    def _eos_pieces(self) -> list[str]:
+        return [self.tokenizer.eos_token] if self.tokenizer.eos_token else []
+
     def translate_n(self, texts: Sequence[str], src: str, tgt: str, n: int) -> list[list[str]]:
         """The `n` best translations of each text, best first."""
         self.family.check(src, tgt)
-        prefix = self.family.source_prefix(src, tgt)
-        eos = [self.tokenizer.eos_token] if self.tokenizer.eos_token else []
-        sources = [prefix + self.codec.pieces(t) + eos for t in texts]
+        sources = [self._fit(self.source_pieces(t, src, tgt)) for t in texts]
         target_prefix = self.family.target_prefix(tgt)
         out: list[list[str]] = [[] for _ in texts]
         todo = [i for i, t in enumerate(texts) if t.strip()]

@@ -30,10 +30,43 @@ def vocabulary_table(tokenizer: Any, size: int) -> list[str]:
     return out
 
 
+def add_slot_tokens(tokenizer: Any, model: Any, n: int) -> list[str]:
+    """Give `tokenizer` and `model` the slot tokens `__SLOT0__` .. `__SLOT{n-1}__` (new embedding rows) and return
+    the new vocabulary table. The ids are chosen here, after every id the model already has: transformers 5's
+    M2M100 tokenizer would give added tokens the ids of its language codes. They are registered in the tokenizer
+    (as special tokens) so that a saved checkpoint reads them back at the same ids."""
+    from transformers import AddedToken
+
+    size = model.get_input_embeddings().num_embeddings
+    table = vocabulary_table(tokenizer, size)
+    slots = [f"__SLOT{i}__" for i in range(n) if f"__SLOT{i}__" not in table]
+    if not slots:
+        return table
+    ids = list(range(size, size + len(slots)))
+    decoder = getattr(tokenizer, "_added_tokens_decoder", None)
+    if isinstance(decoder, dict) and hasattr(tokenizer, "_update_trie"):  # python tokenizers: ids set directly
+        for i, piece in zip(ids, slots, strict=True):
+            decoder[i] = AddedToken(piece, special=True, normalized=False)
+            tokenizer._added_tokens_encoder[piece] = i
+        tokenizer._update_trie()
+    else:  # fast tokenizers number added tokens themselves, after their own vocabulary
+        tokenizer.add_tokens([AddedToken(p, special=True, normalized=False) for p in slots], special_tokens=True)
+        ids = tokenizer.convert_tokens_to_ids(slots)
+        clash = [p for i, p in zip(ids, slots, strict=True) if i < size and not table[i].startswith("madeupword")]
+        if clash:
+            raise ValueError(f"the tokenizer gave slot tokens ids its model already uses: {clash[:3]}")
+    model.resize_token_embeddings(max(size, max(ids) + 1))
+    table += [f"madeupword{i}" for i in range(size, max(size, max(ids) + 1))]
+    for i, piece in zip(ids, slots, strict=True):
+        table[i] = piece
+    return table
+
+
 class TransformersTranslator(Seq2SeqTranslator):
     name = "transformers"
 
-    def __init__(self, model: str, device: str = "auto", dtype: str = "auto", **options: Any) -> None:
+    def __init__(self, model: str, device: str = "auto", dtype: str = "auto", slots: int = DEFAULT_SLOTS,
+                 **options: Any) -> None:
         super().__init__(model, **options)
         import torch
         from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
@@ -45,15 +78,12 @@ class TransformersTranslator(Seq2SeqTranslator):
             self.model = AutoModelForSeq2SeqLM.from_pretrained(model, dtype=self.dtype)
         except (OSError, ValueError) as exc:
             raise ValueError(f"cannot load a seq2seq translation model from {model!r}: {exc}") from exc
-        size = self.model.get_input_embeddings().num_embeddings
-        self.table = vocabulary_table(tokenizer, size)
+        self.table = vocabulary_table(tokenizer, self.model.get_input_embeddings().num_embeddings)
         if self._markers == "slot" and "__SLOT0__" not in self.table:
-            slots = [f"__SLOT{i}__" for i in range(DEFAULT_SLOTS)]
             log.warning("tokenizer has no slot tokens: added them as new tokens; only a model fine-tuned for "
                         "them (an LST checkpoint) will keep them in its translations",
-                        extra={"model": model, "slots": len(slots)})
-            self.model.resize_token_embeddings(size + len(slots))
-            self.table += slots
+                        extra={"model": model, "slots": slots})
+            self.table = add_slot_tokens(tokenizer, self.model, slots)
         self.ids = {}
         for i, piece in enumerate(self.table):
             self.ids.setdefault(piece, i)
