@@ -76,6 +76,14 @@ def random_m2m100(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -
 
 
 @pytest.fixture(scope="session")
+def random_m2m100_noslots(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> Path:
+    """A random-weight M2M100 without slot tokens (as an off-the-shelf hub checkpoint)."""
+    from tiny_seq2seq import build_random_m2m100
+
+    return build_random_m2m100(tmp_path_factory.mktemp("m2m100-noslots"), shared_data, slots=False)
+
+
+@pytest.fixture(scope="session")
 def copy_m2m100(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny M2M100 trained to copy toy sentences with slot markers between languages (about 40 s)."""
     from tiny_seq2seq import build_copy_m2m100
