@@ -63,6 +63,8 @@ class LstTrainConfig:
     log_every: int = 50
     shuffle_buffer: int = 10_000
     resume: bool = True
+    eval_data: str | None = None  # LST JSONL or gold dev set: marker accuracy at every checkpoint (greedy)
+    eval_limit: int = 200  # sentences of eval_data used
 
     def check(self) -> None:
         if not self.data:
@@ -80,6 +82,8 @@ class LstTrainConfig:
             raise ValueError("lr must be positive and warmup_steps not negative")
         if self.schedule not in ("inverse_sqrt", "linear", "constant"):
             raise ValueError(f"unknown schedule {self.schedule!r} (inverse_sqrt, linear or constant)")
+        if self.eval_data is not None and not Path(self.eval_data).is_file():
+            raise ValueError(f"evaluation data not found: {self.eval_data}")
         if self.directions not in ("forward", "backward", "both"):
             raise ValueError(f"directions must be forward, backward or both, not {self.directions!r}")
 
@@ -137,7 +141,7 @@ class _Run:
         # the translator brings the tokenizer, the family's language codes and the piece codec: training reads
         # exactly the sequences inference will feed the model
         self.engine = TransformersTranslator(str(self.resume_dir or cfg.model), device=cfg.device, dtype="float32",
-                                             markers="slot", slots=cfg.slots, pair=None)
+                                             markers="slot", slots=cfg.slots, beam_size=1)
         self.device = self.engine.device
         self.model = self.engine.model
         self.amp_dtype = resolve_dtype(cfg.precision, self.device)
@@ -166,6 +170,7 @@ class _Run:
             torch.set_rng_state(opt["rng"])
             log.info("resuming LST fine-tuning", extra={"checkpoint": str(self.resume_dir), "step": self.step})
         self.resumed_from = self.step
+        self.eval_items = self._eval_items()
         paths = [Path(p) for p in cfg.data]
         self.streams: dict[View, BatchStream] = {}
         for view in ("plain", "slot"):
@@ -177,6 +182,29 @@ class _Run:
                                  cfg.max_length)
             stream.skip(consumed[view])
             self.streams[view] = stream  # type: ignore[index]
+
+    def _eval_items(self) -> list[Any]:
+        if self.cfg.eval_data is None:
+            return []
+        from crop.train.lst.marker_eval import read_items
+
+        return [it for _, it in zip(range(self.cfg.eval_limit), read_items(self.cfg.eval_data), strict=False)]
+
+    def evaluate_markers(self) -> dict[str, Any]:
+        """Marker accuracy and BLEU of the model as it is now, on the evaluation items (greedy decoding)."""
+        from crop.train.lst.marker_eval import evaluate
+
+        self.model.eval()
+        try:
+            report = evaluate({"lst": self.engine}, self.eval_items, examples=0)
+        finally:
+            self.model.train()
+        out: dict[str, Any] = {}
+        for r in report.engines:
+            key = f"{r.src_lang}-{r.tgt_lang}"
+            out[key] = {"kept": r.kept_share, "match": r.match_share, "all_match": r.all_match_share,
+                        "bleu_labeled": round(r.bleu_labeled, 2), "bleu_plain": round(r.bleu_plain, 2)}
+        return out
 
     # -- data ------------------------------------------------------------------------------------------------
 
@@ -273,6 +301,12 @@ class _Run:
                 window = {"plain": [], "slot": []}
                 window_tokens, window_start = 0, now
             if self.step % cfg.save_every == 0 or self.step == cfg.max_steps:
+                if self.eval_items:
+                    entry = {"step": self.step, "eval": self.evaluate_markers()}
+                    self.history.append(entry)
+                    log.info("LST evaluation", extra=entry)
+                    if self.on_log is not None:
+                        self.on_log(entry)
                 self.save_checkpoint()
         seconds = time.perf_counter() - started
         self.save_final(last_loss)
