@@ -140,6 +140,21 @@ def test_slot_tokens_on_a_fast_nllb_tokenizer(shared_data: Path, tmp_path: Path)
     assert model.get_input_embeddings().num_embeddings == len(table) > max(ids)
 
 
+def test_nllb_checkpoint_fine_tunes_and_serves_slots(shared_data: Path, lst_data: Path, tmp_path: Path):
+    from tiny_seq2seq import build_random_nllb
+
+    from crop.translate import load_translator
+
+    base = build_random_nllb(tmp_path, shared_data)
+    with one_thread():
+        summary = train_lst(_cfg(base, lst_data, tmp_path / "nllb-lst", max_steps=4, save_every=4))
+    assert summary.steps == 4
+    engine = load_translator(f"transformers:{tmp_path / 'nllb-lst'}", beam_size=1, max_length=8)
+    assert engine.markers == "slot" and engine.family.name == "nllb"  # slot tokens read back from the checkpoint
+    assert engine.source_pieces("__SLOT0__ Madrid __SLOT0__", "en", "es")[:2] == ["eng_Latn", "__SLOT0__"]
+    assert len(engine.translate(["hola"], "es", "en")) == 1
+
+
 def _cfg(model: Path, data: Path, output: Path, **kw) -> LstTrainConfig:
     base = dict(model=str(model), data=[str(data)], output=str(output), max_steps=12, batch_size=8, lr=1e-3,
                 warmup_steps=3, label_smoothing=0.1, device="cpu", save_every=4, log_every=4, slots=8,

@@ -95,19 +95,19 @@ class TransformersTranslator(Seq2SeqTranslator):
         # a translation cut at the length limit stays cut, as in CTranslate2 (Marian's configs would otherwise
         # replace its last piece by </s>)
         cfg.forced_eos_token_id = None
-        self._pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else cfg.pad_token_id
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else cfg.pad_token_id
         self._eos = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else cfg.eos_token_id
         self._unk = tokenizer.unk_token_id or 0
 
-    def _to_ids(self, pieces: Sequence[str]) -> list[int]:
+    def to_ids(self, pieces: Sequence[str]) -> list[int]:
         return [self.ids.get(p, self._unk) for p in pieces]
 
     def _generate(self, sources: list[list[str]], target_prefix: list[str], n: int, beam_size: int,
                   max_new: int) -> list[list[Hypothesis]]:
         torch = self._torch
-        ids = [self._to_ids(s) for s in sources]
+        ids = [self.to_ids(s) for s in sources]
         width = max(len(x) for x in ids)
-        input_ids = torch.full((len(ids), width), self._pad, dtype=torch.long)
+        input_ids = torch.full((len(ids), width), self.pad_id, dtype=torch.long)
         mask = torch.zeros((len(ids), width), dtype=torch.long)
         for row, x in enumerate(ids):  # right padding, as the models were trained
             input_ids[row, :len(x)] = torch.tensor(x)
@@ -131,7 +131,7 @@ class TransformersTranslator(Seq2SeqTranslator):
                 seq = seq[len(target_prefix):] if target_prefix else seq
                 if self._eos in seq:
                     seq = seq[:seq.index(self._eos)]
-                pieces = [self.table[t] for t in seq if t != self._pad and t < len(self.table)]
+                pieces = [self.table[t] for t in seq if t != self.pad_id and t < len(self.table)]
                 hyps.append(Hypothesis(pieces, scores[j] if scores else 0.0))
             results.append(hyps)
         return results

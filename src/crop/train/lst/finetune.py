@@ -149,7 +149,7 @@ class _Run:
         self.start_token = self.model.config.decoder_start_token_id
         if self.start_token is None:
             raise ValueError(f"{cfg.model}: the model config has no decoder_start_token_id")
-        self.pad = self.engine._pad
+        self.pad = self.engine.pad_id
         decay = [p for n, p in self.model.named_parameters() if p.ndim > 1 and "norm" not in n]
         rest = [p for n, p in self.model.named_parameters() if not (p.ndim > 1 and "norm" not in n)]
         self.optimizer = torch.optim.AdamW(
@@ -210,8 +210,8 @@ class _Run:
 
     def _encode(self, ex: Example) -> tuple[list[int], list[int]]:
         eng = self.engine
-        source = eng._to_ids(eng.source_pieces(ex.source, ex.src_lang, ex.tgt_lang))
-        target = eng._to_ids(eng.target_pieces(ex.target, ex.tgt_lang))
+        source = eng.to_ids(eng.source_pieces(ex.source, ex.src_lang, ex.tgt_lang))
+        target = eng.to_ids(eng.target_pieces(ex.target, ex.tgt_lang))
         return source, target
 
     def _tensors(self, batch: Batch) -> dict[str, Any]:
