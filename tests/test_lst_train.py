@@ -140,6 +140,12 @@ def test_slot_tokens_on_a_fast_nllb_tokenizer(shared_data: Path, tmp_path: Path)
     assert model.get_input_embeddings().num_embeddings == len(table) > max(ids)
 
 
+def test_slot_ids_beyond_the_models_slot_tokens_are_an_error(random_m2m100_noslots: Path, lst_data: Path,
+                                                              tmp_path: Path):
+    with pytest.raises(ValueError, match="__SLOT1__ but the model has 1 slot tokens"):
+        train_lst(_cfg(random_m2m100_noslots, lst_data, tmp_path / "out", slots=1, alpha=1.0, max_steps=2))
+
+
 def test_nllb_checkpoint_fine_tunes_and_serves_slots(shared_data: Path, lst_data: Path, tmp_path: Path):
     from tiny_seq2seq import build_random_nllb
 

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from crop.train.lst.data import Batch, BatchStream, Example, View, example_stream, uses_slots
+from crop.translate.seq2seq import SLOT_RE
 
 log = logging.getLogger(__name__)
 
@@ -136,7 +137,8 @@ class _Run:
         self.on_log = on_log
         self.output = Path(cfg.output)
         self.output.mkdir(parents=True, exist_ok=True)
-        self.resume_dir = checkpoints(self.output)[-1] if cfg.resume and checkpoints(self.output) else None
+        saved = checkpoints(self.output) if cfg.resume else []
+        self.resume_dir = saved[-1] if saved else None
         torch.manual_seed(cfg.seed)
         # the translator brings the tokenizer, the family's language codes and the piece codec: training reads
         # exactly the sequences inference will feed the model
@@ -188,7 +190,7 @@ class _Run:
             return []
         from crop.train.lst.marker_eval import read_items
 
-        return [it for _, it in zip(range(self.cfg.eval_limit), read_items(self.cfg.eval_data), strict=False)]
+        return read_items(self.cfg.eval_data, limit=self.cfg.eval_limit)
 
     def evaluate_markers(self) -> dict[str, Any]:
         """Marker accuracy and BLEU of the model as it is now, on the evaluation items (greedy decoding)."""
@@ -210,9 +212,13 @@ class _Run:
 
     def _encode(self, ex: Example) -> tuple[list[int], list[int]]:
         eng = self.engine
-        source = eng.to_ids(eng.source_pieces(ex.source, ex.src_lang, ex.tgt_lang))
-        target = eng.to_ids(eng.target_pieces(ex.target, ex.tgt_lang))
-        return source, target
+        source = eng.source_pieces(ex.source, ex.src_lang, ex.tgt_lang)
+        target = eng.target_pieces(ex.target, ex.tgt_lang)
+        unknown = sorted({p for p in source + target if SLOT_RE.fullmatch(p) and p not in eng.ids})
+        if unknown:  # would silently become <unk>
+            raise ValueError(f"the data uses {unknown[0]} but the model has {self.cfg.slots} slot tokens: "
+                             f"raise --slots or prepare with fewer --max-slots")
+        return eng.to_ids(source), eng.to_ids(target)
 
     def _tensors(self, batch: Batch) -> dict[str, Any]:
         torch = self.torch
@@ -332,9 +338,8 @@ class _Run:
         self._save_model(tmp)
         torch.save({"optimizer": self.optimizer.state_dict(), "rng": torch.get_rng_state(),
                     "scaler": self.scaler.state_dict() if self.scaler is not None else None}, tmp / OPTIMIZER_FILE)
-        state = {"step": self.step, "consumed": {v: s.consumed for v, s in self.streams.items()} | {
-                 v: 0 for v in ("plain", "slot") if v not in self.streams}, "history": self.history,
-                 "config": _jsonable(self.cfg)}
+        consumed = {v: self.streams[v].consumed if v in self.streams else 0 for v in ("plain", "slot")}
+        state = {"step": self.step, "consumed": consumed, "history": self.history, "config": _jsonable(self.cfg)}
         (tmp / STATE_FILE).write_text(json.dumps(state, indent=1))
         shutil.rmtree(folder, ignore_errors=True)
         tmp.rename(folder)  # a checkpoint exists whole or not at all
