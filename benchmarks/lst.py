@@ -182,36 +182,27 @@ def dev_markers(work: Path, base_steps: int, steps: int) -> dict[str, Any]:
 
 def speed(work: Path, steps: int) -> dict[str, Any]:
     import torch
-    from tiny_models import corpus
-    from tiny_seq2seq import _config, build_tokenizer
-    from transformers import M2M100ForConditionalGeneration
+    from neural_speed import build_random_m2m100
+    from transformers import AutoModelForSeq2SeqLM
 
     pairs = synthetic_corpus(20_000, seed=31)
     src, tgt = write_parallel(pairs, work / "speed")
     prepare(PrepareConfig("en", "es", seed=0), work / "speed.jsonl", src=src, tgt=tgt)
-    tok = build_tokenizer(work / "speed-spm", corpus(shared_data(), per_file=3000) + [p.en for p in pairs[:3000]],
-                          vocab_size=8000, slots=False)
     setups = [("cpu", 64, 2), ("cpu", 512, 6)]
     if torch.cuda.is_available():
         setups += [("cuda", 1024, 12)]
     out = []
     for device, d_model, layers in setups:
-        config = _config(tok, d_model=d_model, layers=layers)
-        config.encoder_attention_heads = config.decoder_attention_heads = max(4, d_model // 64)
-        config.encoder_ffn_dim = config.decoder_ffn_dim = 4 * d_model
-        torch.manual_seed(0)
-        init = work / f"speed-{d_model}x{layers}"
-        M2M100ForConditionalGeneration(config).save_pretrained(init)
-        tok.save_pretrained(init)
+        init = build_random_m2m100(work / f"speed-{d_model}", d_model, layers)
         n = steps if device == "cpu" else steps * 10
         s = train_lst(LstTrainConfig(model=str(init), data=[str(work / "speed.jsonl")], output=str(init) + "-lst",
                                      max_steps=n, batch_size=32 if device == "cpu" else 128, warmup_steps=1,
                                      device=device, save_every=10**9, log_every=max(1, n // 4), resume=False))
         steady = [h["tokens_per_second"] for h in s.history if "tokens_per_second" in h][1:]
+        params = AutoModelForSeq2SeqLM.from_pretrained(init).num_parameters()
         out.append({"device": s.device, "d_model": d_model, "layers": f"{layers}+{layers}",
-                    "parameters_m": round(sum(p.numel() for p in M2M100ForConditionalGeneration(config).parameters())
-                                          / 1e6, 1),
-                    "steps": n, "target_tokens_per_second": s.tokens_per_second,
+                    "parameters_m": round(params / 1e6, 1), "steps": n,
+                    "target_tokens_per_second": s.tokens_per_second,
                     "target_tokens_per_second_steady": round(sum(steady) / len(steady), 1) if steady else None,
                     "peak_memory_mb": s.peak_memory_mb})
     return {"results": out, "gpu": torch.cuda.is_available()}

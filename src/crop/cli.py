@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from crop.cli_common import err, fail
+from crop.cli_common import count_lines, err, fail
 from crop.cli_lst import lst_app
 from crop.io import InputError, JsonlWriter, read_input, write_conll
 from crop.project import ALL_METHODS, Projector, ProjectorConfig
@@ -41,13 +41,6 @@ def _pipeline(translator: str, tagger: str, projector: Projector, batch_size: in
         fail(str(exc))
         raise
     return CropPipeline(tr, tg, projector, batch_size=batch_size)
-
-
-def _count_lines(path: Path) -> int | None:
-    if str(path) == "-" or path.suffix == ".gz":
-        return None
-    with open(path, "rb") as f:
-        return sum(1 for line in f if line.strip())
 
 
 Methods = Annotated[str, typer.Option(help=f"matching methods in cascade order, or 'all' ({','.join(ALL_METHODS)})")]
@@ -85,7 +78,7 @@ def project(
         pipe.check(src_lang)
     except ValueError as exc:
         fail(str(exc))
-    total = _count_lines(input)
+    total = count_lines(input)
     conll_file = open(conll, "w", encoding="utf-8") if conll else None  # noqa: SIM115 (closed below)
     progress = Progress(TextColumn("[bold]projecting"), BarColumn(), MofNCompleteColumn(),
                         TextColumn("kept {task.fields[kept]}"), TimeElapsedColumn(), console=err,

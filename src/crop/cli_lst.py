@@ -9,20 +9,12 @@ from typing import Annotated
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from crop.cli_common import err, fail
+from crop.cli_common import count_lines, err, fail
 
 lst_app = typer.Typer(help="Labeled sequence translation: prepare slot data, fine-tune, evaluate markers.",
                       no_args_is_help=True)
 
 # --- prepare -------------------------------------------------------------------------------------------------
-
-def _count_input_lines(path: Path) -> int | None:
-    """Lines of a plain file, for the progress bar's total (None for gzip: not worth a decompression pass)."""
-    if path.suffix == ".gz":
-        return None
-    with open(path, "rb") as f:
-        return sum(1 for _ in f)
-
 
 @lst_app.command("prepare")
 def prepare_data(
@@ -72,7 +64,7 @@ def prepare_data(
     except ValueError as exc:
         fail(str(exc))
         raise
-    total = _count_input_lines(input or src)  # type: ignore[arg-type]
+    total = count_lines(input or src)  # type: ignore[arg-type]
     if total is not None and limit is not None:
         total = min(total, limit)
     progress = Progress(TextColumn("[bold]preparing"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),

@@ -88,7 +88,7 @@ def _open_binary(path: PathLike) -> IO[bytes]:
     return open(path, "rb")  # noqa: SIM115 - closed by the caller
 
 
-def _lines(path: PathLike) -> Iterator[tuple[int, str]]:
+def read_lines(path: PathLike) -> Iterator[tuple[int, str]]:
     """(line number, line without its line break) for every line of a UTF-8 file; "-" is stdin."""
     name = _name(path)
     try:
@@ -114,7 +114,7 @@ def _lines(path: PathLike) -> Iterator[tuple[int, str]]:
 # ------------------------------------------------------------------------------------------------ validation
 
 
-def _check_tokens(value: Any, key: str) -> list[str]:
+def check_tokens(value: Any, key: str) -> list[str]:
     if not isinstance(value, list) or not value:
         raise ValueError(f"{key!r} must be a non-empty list of strings")
     for i, tok in enumerate(value):
@@ -205,7 +205,7 @@ def sentence_from_record(rec: Any, lang: str | None = None, default_id: str = ""
     if text is not None and not isinstance(text, str):
         raise ValueError(f"'text' must be a string, got {type(text).__name__}")
     if "tokens" in rec and rec["tokens"] is not None:
-        tokens = _check_tokens(rec["tokens"], "tokens")
+        tokens = check_tokens(rec["tokens"], "tokens")
         if text is None:
             text, offsets = detokenize(tokens, rlang)
         elif rec.get("offsets") is not None:
@@ -224,7 +224,7 @@ def sentence_from_record(rec: Any, lang: str | None = None, default_id: str = ""
     en_tokens = rec.get("en_tokens")
     en_tags = rec.get("en_tags")
     if en_tokens is not None:
-        en_tokens = _check_tokens(en_tokens, "en_tokens")
+        en_tokens = check_tokens(en_tokens, "en_tokens")
     if en_tags is not None:
         if en_tokens is None:
             raise ValueError("'en_tags' without 'en_tokens'")
@@ -256,7 +256,7 @@ def read_text(path: PathLike, lang: str) -> Iterator[InputSentence]:
     """One sentence a line ("-" is stdin). Blank lines are skipped; ids are `{stem}-{lineno:06d}` with the
     line number in the file, so they stay stable whatever is skipped."""
     base = stem(path)
-    for lineno, line in _lines(path):
+    for lineno, line in read_lines(path):
         text = line.strip()
         if not text:
             continue
@@ -269,7 +269,7 @@ def read_text(path: PathLike, lang: str) -> Iterator[InputSentence]:
 def iter_jsonl(path: PathLike) -> Iterator[tuple[int, Any]]:
     """(line number, parsed value) of every non-blank line of a JSONL file."""
     name = _name(path)
-    for lineno, line in _lines(path):
+    for lineno, line in read_lines(path):
         if not line.strip():
             continue
         try:
@@ -296,7 +296,7 @@ def read_jsonl(path: PathLike, lang: str | None = None,
     `text`). A record without id gets `{stem}-{lineno:06d}`. A bad line raises `InputError`, or with
     `on_error="keep"` comes out as an `InvalidLine` in its place."""
     name, base = _name(path), stem(path)
-    for lineno, line in _lines(path):
+    for lineno, line in read_lines(path):
         if not line.strip():
             continue
         default_id = f"{base}-{lineno:06d}"
@@ -326,7 +326,7 @@ def sniff_format(path: PathLike) -> str:
         return "jsonl"
     if suffix == ".txt":
         return "text"
-    for _, line in _lines(path):
+    for _, line in read_lines(path):
         if line.strip():
             if line.lstrip().startswith("{"):
                 try:
@@ -356,7 +356,7 @@ def read_conll(path: PathLike) -> Iterator[tuple[list[str], list[str]]]:
     name = _name(path)
     tokens: list[str] = []
     tags: list[str] = []
-    for lineno, line in _lines(path):
+    for lineno, line in read_lines(path):
         if not line.strip():
             if tokens:
                 yield tokens, tags
@@ -393,7 +393,7 @@ def _read_tagged(path: PathLike, what: str) -> dict[str, tuple[list[str], list[s
                 raise ValueError(f"duplicate id {rid!r} (first at line {seen[rid]})")
             if "tags" not in rec:
                 raise ValueError("no 'tags'")
-            tokens = _check_tokens(rec.get("tokens"), "tokens")
+            tokens = check_tokens(rec.get("tokens"), "tokens")
             tags = _check_tags(rec["tags"], "tags", len(tokens), "tokens")
         except ValueError as e:
             raise InputError(str(e), name, lineno) from None

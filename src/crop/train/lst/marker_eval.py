@@ -36,7 +36,7 @@ from typing import Any, Protocol, TypeVar
 from pydantic import BaseModel, Field, computed_field
 from rapidfuzz import fuzz
 
-from crop.io import InputError, PathLike, iter_jsonl, stem
+from crop.io import InputError, PathLike, check_tokens, iter_jsonl, stem
 from crop.langcodes import to_iso1
 from crop.markers import get_codec
 from crop.text import CHAR_LEVEL_LANGS, detokenize, normalize
@@ -90,13 +90,6 @@ def _text(rec: dict[str, Any], key: str) -> str:
     return value
 
 
-def _tokens(rec: dict[str, Any], key: str) -> list[str]:
-    value = rec.get(key)
-    if not isinstance(value, list) or not value or not all(isinstance(t, str) and t for t in value):
-        raise ValueError(f"{key!r} must be a non-empty list of non-empty strings")
-    return value
-
-
 def _lst_sides(rec: dict[str, Any]) -> Sides:
     """Source, target and the phrases' character spans on each side (in slot order) of an LST record."""
     src, tgt = _text(rec, "src"), _text(rec, "tgt")
@@ -121,7 +114,7 @@ def _lst_sides(rec: dict[str, Any]) -> Sides:
 
 def _gold_sides(rec: dict[str, Any], lang: str) -> Sides:
     """English text, target text and the entities' character spans on each side of a gold dev record."""
-    en_tokens, tokens = _tokens(rec, "en_tokens"), _tokens(rec, "tokens")
+    en_tokens, tokens = check_tokens(rec.get("en_tokens"), "en_tokens"), check_tokens(rec.get("tokens"), "tokens")
     en, en_offsets = detokenize(en_tokens, "en")
     tgt, tgt_offsets = detokenize(tokens, lang)
     entities = rec.get("entities", [])

@@ -34,7 +34,7 @@ from typing import IO, Any, NamedTuple
 
 from pydantic import BaseModel, Field, computed_field
 
-from crop.io import InputError, PathLike, _lines, dumps, iter_jsonl, sniff_format
+from crop.io import InputError, PathLike, dumps, iter_jsonl, read_lines, sniff_format
 from crop.markers import get_codec
 from crop.text import detokenize, tokenize
 from crop.train.lst.alignment import (
@@ -231,7 +231,7 @@ def read_pairs(src_lang: str, tgt_lang: str, *, src: PathLike | None = None, tgt
 
 
 def _read_two_files(src: PathLike, tgt: PathLike) -> Iterator[RawPair]:
-    src_lines, tgt_lines = _lines(src), _lines(tgt)
+    src_lines, tgt_lines = read_lines(src), read_lines(tgt)
     lineno = 0
     while True:
         a, b = next(src_lines, None), next(tgt_lines, None)
@@ -246,7 +246,7 @@ def _read_two_files(src: PathLike, tgt: PathLike) -> Iterator[RawPair]:
 
 
 def _read_tsv(path: PathLike) -> Iterator[RawPair]:
-    for lineno, line in _lines(path):
+    for lineno, line in read_lines(path):
         columns = line.split("\t") if line.strip() else ["", ""]
         if len(columns) != 2:
             raise InputError(f"expected 2 tab-separated columns (source, target), got {len(columns)}", path, lineno)
@@ -447,7 +447,7 @@ def prepare(config: PrepareConfig, output: PathLike, *, src: PathLike | None = N
     with ExitStack() as stack:
         out = stack.enter_context(_atomic_text(output))
         aligned_out = stack.enter_context(_atomic_text(alignments_out)) if alignments_out is not None else None
-        given = stack.enter_context(closing(_lines(alignments))) if alignments is not None else None
+        given = stack.enter_context(closing(read_lines(alignments))) if alignments is not None else None
         for chunk in _chunks(raw_pairs, config):
             stats.pairs_read += len(chunk)
             if given is not None:
