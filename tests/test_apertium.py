@@ -20,16 +20,19 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture
 def count_runs(translator: ApertiumTranslator, monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
-    """Record every `apertium` translation process (the real subprocess.run still runs)."""
-    translator.pairs()  # the installed modes are listed once, before counting
+    """Record every process started (the real subprocess.Popen still runs); a translation run is one `bash`
+    pipeline. The installed modes, the modes' pipelines and their canaries are ready before counting."""
+    translator.pairs()
+    for mode in ("spa-eng", "eng-spa"):
+        translator.canary(mode)
     calls: list[list[str]] = []
-    real_run = subprocess.run
+    real_popen = subprocess.Popen
 
-    def counting_run(cmd, *args, **kwargs):
+    def counting_popen(cmd, *args, **kwargs):
         calls.append(list(cmd))
-        return real_run(cmd, *args, **kwargs)
+        return real_popen(cmd, *args, **kwargs)
 
-    monkeypatch.setattr(subprocess, "run", counting_run)
+    monkeypatch.setattr(subprocess, "Popen", counting_popen)
     return calls
 
 
@@ -69,9 +72,7 @@ def test_batch_is_one_process_and_never_merges(translator: ApertiumTranslator, c
     # no final punctuation: Apertium's plain-text mode would join such lines
     texts = [f"El perro número {100 + i} come carne en la casa" for i in range(20)]
     outs = translator.translate(texts, "es", "en")
-    translation_runs = [c for c in count_runs if "-f" in c]
-    assert len(translation_runs) == 1, count_runs
-    assert len(count_runs) == 1
+    assert [c[0] for c in count_runs] == ["bash"], count_runs
     assert len(outs) == 20
     for i, out in enumerate(outs):
         assert re.findall(r"\d+", out) == [str(100 + i)], (i, out)  # its own number, nothing else: order kept

@@ -1,6 +1,8 @@
 """Property tests of the services' OpenAPI schemas (schemathesis) against real uvicorn servers over the real
 engines: the translator over Apertium, the tagger over Apertium + spaCy, the projector. Whatever the generated
-request (valid or not), the answer is never a 5xx and always conforms to the documented response schema.
+request (valid or not), the answer is never a 5xx and always conforms to the documented response schema; and a
+request generated to be invalid (schemathesis' negative mode: wrong types, missing or extra fields, values out of
+range) is refused with a 4xx, never a 5xx nor a 2xx.
 
 The schemas are built from the apps at collection time (the apps build their engines only at start-up), one test
 per operation; each server's fixture checks that the live `/openapi.json` (`schemathesis.openapi.from_url`) is
@@ -22,7 +24,8 @@ from fastapi import FastAPI
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from schemathesis.checks import not_a_server_error
-from schemathesis.specs.openapi.checks import response_schema_conformance
+from schemathesis.generation import GenerationMode
+from schemathesis.specs.openapi.checks import negative_data_rejection, response_schema_conformance
 from servers import running
 
 from crop.api import projector as projector_api
@@ -39,6 +42,8 @@ from crop.translate.base import Translator
 PROPERTY = settings(max_examples=int(os.environ.get("CROP_SCHEMATHESIS_EXAMPLES", "50")), deadline=None,
                     suppress_health_check=list(HealthCheck))
 CHECKS = [not_a_server_error, response_schema_conformance]
+NEGATIVE = settings(PROPERTY, max_examples=int(os.environ.get("CROP_SCHEMATHESIS_EXAMPLES", "30")))
+NEGATIVE_CHECKS = [not_a_server_error, negative_data_rejection]
 
 TRANSLATOR_SETTINGS = TranslatorSettings(max_wait_ms=0)
 TAGGER_SETTINGS = TaggerSettings(max_wait_ms=0)
@@ -67,9 +72,23 @@ def _homogeneous_tuples(node: Any) -> Any:
 OPENAPI = {"translator": _openapi(translator_api.create_app(TRANSLATOR_SETTINGS)),
            "tagger": _openapi(tagger_api.create_app(TAGGER_SETTINGS)),
            "projector": _openapi(projector_api.create_app(PROJECTOR_SETTINGS))}
-translator_schema = schemathesis.openapi.from_dict(_homogeneous_tuples(OPENAPI["translator"]))
-tagger_schema = schemathesis.openapi.from_dict(_homogeneous_tuples(OPENAPI["tagger"]))
-projector_schema = schemathesis.openapi.from_dict(_homogeneous_tuples(OPENAPI["projector"]))
+
+
+def _schema(service: str, *modes: GenerationMode) -> Any:
+    schema = schemathesis.openapi.from_dict(_homogeneous_tuples(OPENAPI[service]))
+    schema.config.generation.update(modes=list(modes))
+    return schema
+
+
+# valid and invalid requests, with the hooks below (served languages, real and odd sentences)
+translator_schema = _schema("translator", GenerationMode.POSITIVE, GenerationMode.NEGATIVE)
+tagger_schema = _schema("tagger", GenerationMode.POSITIVE, GenerationMode.NEGATIVE)
+projector_schema = _schema("projector", GenerationMode.POSITIVE, GenerationMode.NEGATIVE)
+# invalid requests only, as schemathesis makes them (no hooks: they would make some of them valid), to the
+# operations that take input (a GET without parameters has no invalid request)
+translator_negative = _schema("translator", GenerationMode.NEGATIVE).include(method="POST")
+tagger_negative = _schema("tagger", GenerationMode.NEGATIVE).include(method="POST")
+projector_negative = _schema("projector", GenerationMode.NEGATIVE).include(method="POST")
 
 
 # Bodies drawn from the schemas alone seldom reach the engines (language codes that match the pattern are almost
@@ -79,7 +98,8 @@ projector_schema = schemathesis.openapi.from_dict(_homogeneous_tuples(OPENAPI["p
 PAIRS = [("es", "en"), ("en", "es"), ("ca", "en"), ("en", "ca"), ("gl", "en"), ("en", "gl")]
 LANGS = ["es", "ca", "gl", "en"]
 SENTENCES = ["Pedro Sánchez se reunió con Olaf Scholz en Berlín.", "Angela Merkel visited Paris with the UN.",
-             "La Generalitat de Catalunya és a Barcelona.", "O Celta de Vigo gañou en Santiago."]
+             "La Generalitat de Catalunya és a Barcelona.", "O Celta de Vigo gañou en Santiago.",
+             "Berlín " + "a" * 250]  # a token over the services' limit (200 characters): a 422 of their own
 # any code point, with control and format characters, separators and lone surrogates drawn often
 ODD = st.characters(categories=["Cc", "Cf", "Cs", "Zl", "Zp", "Zs", "Mn", "Co", "Cn"])
 ANY_TEXT = st.text(st.one_of(st.characters(exclude_categories=()), ODD), min_size=1, max_size=40)
@@ -173,6 +193,24 @@ def test_tagger_api(case: schemathesis.Case, tagger_url: str) -> None:
 @PROPERTY
 def test_projector_api(case: schemathesis.Case, projector_url: str) -> None:
     case.call_and_validate(base_url=projector_url, checks=CHECKS)
+
+
+@translator_negative.parametrize()
+@NEGATIVE
+def test_translator_refuses_invalid_requests(case: schemathesis.Case, translator_url: str) -> None:
+    case.call_and_validate(base_url=translator_url, checks=NEGATIVE_CHECKS)
+
+
+@tagger_negative.parametrize()
+@NEGATIVE
+def test_tagger_refuses_invalid_requests(case: schemathesis.Case, tagger_url: str) -> None:
+    case.call_and_validate(base_url=tagger_url, checks=NEGATIVE_CHECKS)
+
+
+@projector_negative.parametrize()
+@NEGATIVE
+def test_projector_refuses_invalid_requests(case: schemathesis.Case, projector_url: str) -> None:
+    case.call_and_validate(base_url=projector_url, checks=NEGATIVE_CHECKS)
 
 
 # -- 5xx found by probing the services (generated strings seldom hold these): JSON that decodes to no text (a lone

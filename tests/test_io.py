@@ -344,3 +344,114 @@ def test_read_jsonl_keeps_bad_lines_in_place_when_asked(tmp_path: Path) -> None:
     assert isinstance(bad_tags, InvalidLine) and bad_tags.id == "c" and "mixed.jsonl:4" in bad_tags.reason
     with pytest.raises(InputError, match="mixed.jsonl:2"):
         list(read_jsonl(path, "es"))
+
+
+# -- lines that are not text: kept in their place (issue 10, item 6) ----------------------------------------------
+
+
+def test_a_lone_surrogate_is_an_invalid_line(tmp_path: Path) -> None:
+    from crop.io import InvalidLine
+
+    # "\ud800" as a JSON escape: valid JSON, but no text (neither UTF-8 nor the engines can carry it)
+    path = write(tmp_path / "s.jsonl", '{"id": "a", "text": "Hola"}\n{"id": "x", "text": "\\ud800"}\n'
+                                       '{"id": "b", "text": "Adiós"}\n')
+    items = list(read_jsonl(path, "es", on_error="keep"))
+    assert [i.id for i in items] == ["a", "x", "b"]
+    bad = items[1]
+    assert isinstance(bad, InvalidLine) and bad.lineno == 2
+    assert "s.jsonl:2" in bad.reason and "`text` has a lone surrogate (U+D800)" in bad.reason
+    with pytest.raises(InputError, match="s.jsonl:2: `text` has a lone surrogate"):
+        list(read_jsonl(path, "es"))
+
+
+def test_lone_surrogate_has_one_copy() -> None:
+    import crop.api.schemas
+    import crop.io
+
+    assert crop.api.schemas.lone_surrogate is crop.io.lone_surrogate
+    assert crop.io.lone_surrogate({"tokens": ["a", "\udfff"]}) == (
+        "`tokens[1]` has a lone surrogate (U+DFFF) at character 0: text must be valid Unicode")
+
+
+def test_a_line_that_is_not_utf8_is_kept_in_its_place(tmp_path: Path) -> None:
+    from crop.io import InvalidLine, read_lines
+
+    raw = b'{"id": "a", "text": "bien"}\n' + '{"id": "b", "text": "español"}\n'.encode("latin-1") + \
+        b'{"id": "c", "text": "mal"}\n'
+    path = tmp_path / "latin.jsonl"
+    path.write_bytes(raw)
+    lines = list(read_lines(path, on_error="keep"))
+    assert [n for n, _ in lines] == [1, 2, 3]
+    assert isinstance(lines[1][1], InvalidLine) and lines[1][1].id == "latin-000002"
+    assert "latin.jsonl:2: not UTF-8" in lines[1][1].reason
+    items = list(read_jsonl(path, "es", on_error="keep"))
+    assert [type(i).__name__ for i in items] == ["InputSentence", "InvalidLine", "InputSentence"]
+    assert items[1].id == "latin-000002" and items[1].lang == "es" and items[1].lineno == 2
+    # plain text the same: the run goes on after the line
+    text = tmp_path / "latin.txt"
+    text.write_bytes(b"bien\n" + "español\n".encode("latin-1") + b"mal\n")
+    items = list(read_text(text, "es", on_error="keep"))
+    assert [i.id for i in items] == ["latin-000001", "latin-000002", "latin-000003"]
+    assert isinstance(items[1], InvalidLine) and "not UTF-8" in items[1].reason
+    assert [type(i).__name__ for i in read_input(text, "es", on_error="keep")] == [
+        "InputSentence", "InvalidLine", "InputSentence"]
+    with pytest.raises(InputError, match=r"latin\.txt:2: not UTF-8"):
+        list(read_input(text, "es"))
+
+
+def test_jsonl_output_escapes_what_utf8_cannot_carry(tmp_path: Path) -> None:
+    from crop.io import dumps
+
+    record = {"id": "x\ud800", "text": "Berlín"}
+    assert dumps(record) == '{"id": "x\\ud800", "text": "Berl\\u00edn"}'
+    assert dumps({"text": "Berlín"}) == '{"text": "Berlín"}'  # UTF-8 kept as it is otherwise
+    out = tmp_path / "o.jsonl"
+    with JsonlWriter(out) as w:
+        w.write(record)
+        w.write({"id": "y"})
+    write_jsonl(tmp_path / "w.jsonl", [record])
+    for path in (out, tmp_path / "w.jsonl"):
+        assert json.loads(path.read_text(encoding="utf-8").splitlines()[0]) == record
+
+
+# -- atomic output (issue 10, item 7) -----------------------------------------------------------------------------
+
+
+def test_atomic_jsonl_writer_renames_into_place_at_the_end(tmp_path: Path) -> None:
+    out = tmp_path / "out.jsonl"
+    out.write_text('{"id": "old"}\n', encoding="utf-8")
+    with JsonlWriter(out, atomic=True) as w:
+        w.write({"id": "new"})
+        assert out.read_text(encoding="utf-8") == '{"id": "old"}\n'  # the final name is untouched meanwhile
+        assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+    assert out.read_text(encoding="utf-8") == '{"id": "new"}\n'
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.jsonl"]
+
+
+def test_atomic_jsonl_writer_leaves_nothing_when_the_run_crashes(tmp_path: Path) -> None:
+    out, fresh = tmp_path / "out.jsonl", tmp_path / "fresh.jsonl"
+    out.write_text('{"id": "old"}\n', encoding="utf-8")
+    with pytest.raises(RuntimeError, match="crash"), JsonlWriter(out, atomic=True) as w:
+        w.write({"id": "new"})
+        raise RuntimeError("crash")
+    with pytest.raises(RuntimeError, match="crash"), JsonlWriter(fresh, atomic=True) as w:
+        w.write({"id": "new"})
+        raise RuntimeError("crash")
+    assert out.read_text(encoding="utf-8") == '{"id": "old"}\n'
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.jsonl"]
+    # discard() by hand does the same
+    w = JsonlWriter(fresh, atomic=True)
+    w.write({"id": "new"})
+    w.discard()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.jsonl"]
+
+
+def test_a_token_with_a_tab_or_line_break_is_an_invalid_line(tmp_path: Path) -> None:
+    """CoNLL output could not carry it (`crop project --conll` crashed on it)."""
+    path = write(tmp_path / "t.jsonl", lines_of({"id": "a", "tokens": ["Pedro\tSánchez", "."]},
+                                                {"id": "b", "tokens": ["Hola", "."], "en_tokens": ["Hi\n", "."]},
+                                                {"id": "c", "tokens": ["Hola", "."]}))
+    items = list(read_jsonl(path, "es", on_error="keep"))
+    assert [type(i).__name__ for i in items] == ["InvalidLine", "InvalidLine", "InputSentence"]
+    assert "tokens[0] has a tab or line break" in items[0].reason
+    assert "en_tokens[0] has a tab or line break" in items[1].reason

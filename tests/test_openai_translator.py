@@ -1,6 +1,7 @@
 """OpenAI-compatible translation engine against a fake vLLM server: a real HTTP server on 127.0.0.1 (stdlib
 ThreadingHTTPServer in a thread) that "translates" English to Spanish with a tiny dictionary, keeps brackets,
-answers `n` choices, records every request and fails on demand (429 + Retry-After, 500, 400, slow answers)."""
+answers `n` choices, records every request and fails on demand (429 + Retry-After, 500, 400, slow answers, answers
+held back until the test releases them)."""
 
 from __future__ import annotations
 
@@ -33,6 +34,7 @@ from crop.types import LabeledItem, Span
 
 MODEL = "fake/llm-7b"
 API_KEY = "sk-test"
+HOLD_CAP = 30.0  # a held answer is sent after this many seconds at most: a client that never gives up fails, not hangs
 
 EN_ES = {
     "the": "el", "president": "presidente", "visited": "visitó", "paris": "París", "london": "Londres",
@@ -71,8 +73,10 @@ class FakeState:
     script: list[Reply] = field(default_factory=list)  # replies for the next requests, one each, then normal
     always: Reply | None = None  # reply to every request
     fail_texts: dict[str, Reply] = field(default_factory=dict)  # reply to requests for these source texts
-    sleep: float = 0.0  # before every answer
-    delays: dict[str, float] = field(default_factory=dict)  # more, per source text
+    delays: dict[str, float] = field(default_factory=dict)  # before the answer, per source text
+    held: set[str] = field(default_factory=set)  # source texts whose answers wait for `release`
+    release: threading.Event = field(default_factory=threading.Event)
+    answers: int = 0  # answers sent to POST requests
     decorate: bool = False  # wrap answers like a chatty model
     requests: list[dict[str, Any]] = field(default_factory=list)
     active: int = 0
@@ -129,12 +133,16 @@ class FakeVLLMHandler(BaseHTTPRequestHandler):
             if reply is None and body["model"] not in st.models:
                 reply = Reply(404, {"object": "error", "message": f"The model `{body['model']}` does not exist.",
                                     "type": "NotFoundError", "code": 404})
-            delay = st.sleep + st.delays.get(text, 0.0)
+            if text in st.held:
+                st.release.wait(HOLD_CAP)
+            delay = st.delays.get(text, 0.0)
             if delay:
                 time.sleep(delay)
             if reply is None:
                 reply = Reply(200, self._completion(body, text, chat))
             self._send(reply)
+            with st.lock:
+                st.answers += 1
         finally:
             with st.lock:
                 st.active -= 1
@@ -185,9 +193,11 @@ def fake_server() -> Iterator[FakeVLLMServer]:
 
 
 @pytest.fixture
-def fake_vllm(fake_server: FakeVLLMServer) -> FakeVLLMServer:
+def fake_vllm(fake_server: FakeVLLMServer) -> Iterator[FakeVLLMServer]:
     fake_server.state = FakeState()
-    return fake_server
+    state = fake_server.state
+    yield fake_server
+    state.release.set()  # no handler stays held after its test
 
 
 def make(server: FakeVLLMServer, **options: Any) -> OpenAITranslator:
@@ -386,12 +396,11 @@ def test_fake_vllm_unknown_model_is_a_clear_error(fake_vllm: FakeVLLMServer) -> 
 
 
 def test_fake_vllm_timeout_retried_then_error(fake_vllm: FakeVLLMServer) -> None:
-    fake_vllm.state.sleep = 1.0
+    fake_vllm.state.held = {"hello"}  # not answered while the client waits
     tr = make(fake_vllm, timeout=0.15, max_retries=1)
-    t0 = time.perf_counter()
     with pytest.raises(TranslationServerError, match=r"no answer within 0.15 s.*2 attempts"):
         tr.translate(["hello"], "en", "es")
-    assert time.perf_counter() - t0 < 0.9
+    assert fake_vllm.state.answers == 0  # the client gave up on its own timeout, it did not wait for the answer
     assert len(fake_vllm.state.requests) == 2
 
 
@@ -406,14 +415,13 @@ def test_fake_vllm_connection_refused_retried_then_error(fake_vllm: FakeVLLMServ
 
 def test_fake_vllm_one_failing_sentence_cancels_the_others(fake_vllm: FakeVLLMServer) -> None:
     texts = [f"sentence {i}" for i in range(8)]
-    fake_vllm.state.delays = {t: 0.6 for t in texts}
     fake_vllm.state.fail_texts = {"sentence 5": Reply(400, {"error": {"message": "bad sentence"}})}
-    fake_vllm.state.delays["sentence 5"] = 0.0
+    fake_vllm.state.held = set(texts) - {"sentence 5"}  # the others are answered only once the client has failed
     tr = make(fake_vllm, max_concurrency=8)
-    t0 = time.perf_counter()
     with pytest.raises(TranslationServerError, match="bad sentence"):
         tr.translate(texts, "en", "es")
-    assert time.perf_counter() - t0 < 0.5  # did not wait for the slow requests
+    assert fake_vllm.state.answers == 1  # it failed on the 400, without waiting for the 7 held answers
+    fake_vllm.state.release.set()
     fake_vllm.state = FakeState()
     assert tr.translate(["hello"], "en", "es") == ["hola"]  # nothing left behind
 

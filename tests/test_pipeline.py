@@ -188,3 +188,110 @@ def test_check_refuses_a_language_the_engines_do_not_serve(translator, tagger) -
     pipe.check("es")
     with pytest.raises(UnsupportedPair, match="no xx->en pair"):
         pipe.check("xx")
+
+
+class CountingTranslator:
+    """A real translator behind a wrapper that records every engine call (method and the texts it carried)."""
+
+    def __init__(self, inner) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self.calls: list[tuple[str, list[str]]] = []
+
+    def pairs(self) -> list[tuple[str, str]]:
+        return self.inner.pairs()
+
+    def translate(self, texts: Sequence[str], src: str, tgt: str) -> list[str]:
+        self.calls.append(("translate", list(texts)))
+        return self.inner.translate(texts, src, tgt)
+
+    def translate_labeled(self, items: Sequence[LabeledItem], src: str, tgt: str) -> list[LabeledResult]:
+        self.calls.append(("labeled", [it.text for it in items]))
+        return self.inner.translate_labeled(items, src, tgt)
+
+    def translate_aligned(self, sentences: Sequence[Sequence[str]], src: str, tgt: str):
+        self.calls.append(("aligned", [" ".join(s) for s in sentences]))
+        return self.inner.translate_aligned(sentences, src, tgt)
+
+
+def test_a_sentence_with_an_absurd_token_never_reaches_an_engine(translator, tagger) -> None:
+    from crop.text import MAX_TOKEN_CHARS
+
+    huge = "a" * 5000
+    sents = [sentence_from_record({"id": f"s{i}", "text": text}, "es") for i, text in enumerate([
+        "Pedro Sánchez visitó Berlín.", f"El código es {huge} y nada más.", "La ONU se reunió en Ginebra."])]
+    counting = CountingTranslator(translator)
+    pipe = CropPipeline(counting, tagger, Projector())
+    results = list(pipe.run(sents))
+    assert [r.id for r in results] == ["s0", "s1", "s2"]
+    absurd = results[1]
+    assert absurd.status == Status.discarded
+    assert absurd.reason == f"token_too_long: token 3 has 5000 characters (limit {MAX_TOKEN_CHARS})"
+    assert absurd.tokens == sents[1].tokens and absurd.tags == ["O"] * len(sents[1].tokens)
+    assert counting.calls and not any(huge in text for _, texts in counting.calls for text in texts)
+    assert pipe.stats.reasons["token_too_long"] == 1
+    assert results[0].status != Status.failed and results[2].status != Status.failed
+    # the limit is a parameter; the English side given with a sentence is bounded too
+    strict = CropPipeline(counting, tagger, Projector(), max_token_chars=6)
+    [r] = strict.project_batch([sents[0]])
+    assert r.status == Status.discarded and r.reason == "token_too_long: token 1 has 7 characters (limit 6)"
+    gold = sentence_from_record({"id": "g", "tokens": ["Hola", "."], "en_tokens": ["Hello", "Bartholomew"],
+                                 "en_tags": ["O", "B-PER"]}, "es")
+    [r] = strict.project_batch([gold])
+    assert r.reason == "token_too_long: English token 1 has 11 characters (limit 6)"
+
+
+def unreachable_translator(calls_per_request: int = 0):
+    """A remote translator whose service is not there (nothing listens on its port), no retries."""
+    from servers import free_port
+
+    from crop.translate.remote import RemoteTranslator
+
+    return RemoteTranslator(f"http://127.0.0.1:{free_port()}", max_retries=calls_per_request)
+
+
+def test_an_unreachable_translator_stops_the_run_instead_of_failing_every_sentence(tagger) -> None:
+    from crop.errors import EngineUnavailable
+
+    counting = CountingTranslator(unreachable_translator())
+    sents = [sentence_from_record({"id": f"s{i}", "text": f"Pedro Sánchez visitó Berlín {i} veces."}, "es")
+             for i in range(16)]
+    pipe = CropPipeline(counting, tagger, Projector(), batch_size=16)
+    with pytest.raises(EngineUnavailable, match="connection failed|Connection refused|unreachable") as info:
+        list(pipe.run(sents))
+    # the whole batch and its two halves at most, not ~2n calls sentence by sentence
+    assert 1 <= len(counting.calls) <= 3, counting.calls
+    assert "127.0.0.1" in str(info.value)
+    assert pipe.stats.status[Status.failed] == 0
+
+
+def test_the_same_error_on_every_half_stops_isolation(tagger, dev_es) -> None:
+    """An engine that fails whatever it is given: its error comes back on the batch and on both halves."""
+    from crop.errors import EngineUnavailable
+
+    class BrokenTranslator(ExplodingTranslator):
+        def translate_labeled(self, items: Sequence[LabeledItem], src: str, tgt: str) -> list[LabeledResult]:
+            raise RuntimeError("engine broke")
+
+    counting = CountingTranslator(BrokenTranslator())
+    pipe = CropPipeline(counting, tagger, Projector(), batch_size=8)
+    with pytest.raises(EngineUnavailable, match="RuntimeError: engine broke"):
+        list(pipe.run(dev_es[:8]))
+    assert [name for name, _ in counting.calls].count("labeled") == 3
+
+
+def test_input_errors_are_still_isolated_sentence_by_sentence(tagger, dev_es) -> None:
+    """A ValueError says the input is wrong: two bad sentences in different halves are failed, not a stop."""
+
+    class PickyTranslator(ExplodingTranslator):
+        def translate_labeled(self, items: Sequence[LabeledItem], src: str, tgt: str) -> list[LabeledResult]:
+            if any("BOOM" in it.text for it in items):
+                raise ValueError("refused a BOOM")
+            return super().translate_labeled(items, src, tgt)
+
+    sents = list(dev_es[:8])
+    for i in (1, 6):
+        s = sents[i]
+        sents[i] = s.model_copy(update={"en_tokens": ["BOOM", *s.en_tokens], "en_tags": ["O", *s.en_tags]})
+    results = list(CropPipeline(PickyTranslator(), tagger, Projector(), batch_size=8).run(sents))
+    assert [r.status == Status.failed for r in results] == [i in (1, 6) for i in range(8)]

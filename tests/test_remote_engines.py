@@ -4,6 +4,7 @@ HTTP behaviour (retries, Retry-After, errors, batching)."""
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import re
 import threading
@@ -22,10 +23,11 @@ from crop.api.settings import TaggerSettings, TranslatorSettings
 from crop.api.tagger import TaggerEngines
 from crop.api.tagger import create_app as create_tagger_app
 from crop.api.translator import create_app as create_translator_app
+from crop.errors import EngineUnavailable
 from crop.io import InputSentence, read_jsonl
 from crop.pipeline import CropPipeline, english_spans
 from crop.project import Projector
-from crop.remote_http import RemoteRequestError, RemoteServiceError
+from crop.remote_http import RemoteRequestError, RemoteServiceError, RemoteUnavailable
 from crop.tag import Tagger, load_tagger
 from crop.tag.remote import RemoteTagger
 from crop.translate import AligningTranslator, Translator, UnsupportedPair, load_translator
@@ -293,6 +295,69 @@ def test_gives_up_after_the_retries():
     err = info.value
     assert err.status == 504 and err.detail == "no result within 60 s"
     assert "gave up after 4 attempts" in str(err) and url in str(err)
+    # the service is down, not the sentence wrong: the layers above answer 503 and do not isolate item by item
+    assert isinstance(err, RemoteUnavailable) and isinstance(err, EngineUnavailable)
+
+
+@pytest.mark.parametrize("status", [429, 502, 503])
+def test_unavailable_answers_after_the_retries(status: int):
+    script = Script((status, {"Retry-After": "0"}, {"detail": "busy"}))
+    with running(_fake_flaky_server(script), ready=False) as url, \
+            RemoteTranslator(url, cooldown=7.0, **FAST) as client, pytest.raises(EngineUnavailable) as info:
+        client.translate(["hola"], "es", "en")
+    assert len(script.calls) == 4  # retried with backoff: these pass
+    assert info.value.retry_after == 7.0 and f"HTTP {status}" in str(info.value)
+
+
+def test_circuit_breaker_fails_fast_then_tries_again():
+    script = Script((503, {}, {"detail": "translator is not ready: the engine is loading"}), OK)
+    with running(_fake_flaky_server(script), ready=False) as url, \
+            RemoteTranslator(url, max_retries=0, cooldown=60.0) as client:
+        assert client.http.health.up is None
+        with pytest.raises(RemoteUnavailable) as first:
+            client.translate(["hola"], "es", "en")
+        assert len(script.calls) == 1 and first.value.retry_after == 60.0
+        health = client.http.health
+        assert health.up is False and "HTTP 503" in (health.last_error or "")
+        down_since = health.since
+        # within the window: every call fails at once, without a request, saying when to come back
+        for _ in range(5):
+            with pytest.raises(RemoteUnavailable, match="not sent, the service failed just before") as info:
+                client.translate(["hola"], "es", "en")
+            assert 0 < info.value.retry_after <= 60.0
+            assert isinstance(info.value, EngineUnavailable)
+        assert len(script.calls) == 1
+
+    script = Script((503, {}, {"detail": "loading"}), OK)
+    with running(_fake_flaky_server(script), ready=False) as url, \
+            RemoteTranslator(url, max_retries=0, cooldown=0.2) as client:
+        with pytest.raises(RemoteUnavailable):
+            client.translate(["hola"], "es", "en")
+        time.sleep(0.3)  # past the window: the next call is sent, and the service is up again
+        assert client.translate(["hola"], "es", "en") == ["HOLA"]
+        assert len(script.calls) == 2
+        assert client.http.health.up is True and client.http.health.since > down_since
+        assert "HTTP 503" in (client.http.health.last_error or "")  # kept for /v1/info
+
+
+def test_no_answer_in_time_is_unavailable():
+    app = FastAPI()
+    calls: list[int] = []
+
+    @app.get("/health/live")
+    def live() -> dict[str, str]:
+        return {"status": "live"}
+
+    @app.post("/v1/translate")
+    async def slow() -> dict[str, Any]:
+        calls.append(1)
+        await asyncio.sleep(5)
+        return {"translations": []}
+
+    with running(app, ready=False) as url, RemoteTranslator(url, timeout=0.2, max_retries=1, backoff=0.01) as client, \
+            pytest.raises(RemoteUnavailable, match="no answer within 0.2 s") as info:
+        client.translate(["hola"], "es", "en")
+    assert len(calls) == 2 and "gave up after 2 attempts" in str(info.value)
 
 
 def test_no_retry_on_other_client_errors():
@@ -315,15 +380,17 @@ def test_batch_size_splits_requests_on_a_fake_server():
     assert [body["texts"] for _, body in script.calls] == [texts[0:2], texts[2:4], texts[4:5]]
 
 
-def test_down_server_fails_clearly_after_retries():
+def test_down_server_fails_clearly_after_one_quick_retry():
     url = f"http://127.0.0.1:{free_port()}"
-    t0 = time.monotonic()
-    with RemoteTranslator(url, max_retries=2, backoff=0.01) as client, pytest.raises(RemoteServiceError) as info:
+    # a refused connection is not retried with backoff, however many retries the client allows
+    with RemoteTranslator(url, max_retries=5, backoff=10.0, cooldown=3.0) as client, \
+            pytest.raises(RemoteUnavailable) as info:
         client.translate(["hola"], "es", "en")
-    assert time.monotonic() - t0 < 5
+    assert client.http.attempts == 2 and info.value.retry_after == 3.0
     msg = str(info.value)
-    assert url in msg and "connection failed" in msg and "gave up after 3 attempts" in msg
-    assert info.value.status is None
+    assert url in msg and "connection failed" in msg and "gave up after 2 attempts" in msg
+    assert info.value.status is None and isinstance(info.value, EngineUnavailable)
+    assert client.http.health.up is False and "connection failed" in (client.http.health.last_error or "")
     with pytest.raises(RemoteServiceError, match="connection failed"):
         connect_translator(url, max_retries=0)
     with pytest.raises(RemoteServiceError, match="connection failed"):

@@ -24,6 +24,7 @@ from crop.api.service import create_service
 from crop.api.settings import ProjectorSettings, TaggerSettings, TranslatorSettings
 from crop.pipeline import CropPipeline
 from crop.project import Projector, ProjectorConfig
+from crop.translate.base import Translator
 
 pytestmark = pytest.mark.integration
 
@@ -121,24 +122,53 @@ def test_labeled_spans_outside_the_text_are_refused(translator_url: str):
     assert r.status_code == 400 and "overlap" in r.text
 
 
-def test_concurrent_requests_are_batched(translator_url: str):
-    before_batches = metric(translator_url, "crop_batch_size_count")
-    before_items = metric(translator_url, "crop_batch_size_sum")
+class HeldTranslator:
+    """The real translator, with its first call held until `release` is set (so that requests queue behind it)."""
 
-    async def many() -> list[httpx.Response]:
-        async with httpx.AsyncClient(timeout=60) as client:
-            return await asyncio.gather(*[
-                client.post(translator_url + "/v1/translate", json={"text": f"La casa número {i}.", "src": "es",
+    def __init__(self, inner: Translator) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self.holding = threading.Event()
+        self.release = threading.Event()
+
+    def pairs(self) -> list[tuple[str, str]]:
+        return self.inner.pairs()
+
+    def translate(self, texts: list[str], src: str, tgt: str) -> list[str]:
+        if not self.holding.is_set():
+            self.holding.set()
+            assert self.release.wait(60)
+        return self.inner.translate(texts, src, tgt)
+
+    def translate_labeled(self, items: list[Any], src: str, tgt: str) -> list[Any]:
+        return self.inner.translate_labeled(items, src, tgt)
+
+
+def test_concurrent_requests_are_batched(translator):
+    # counted, not timed: 23 requests queue while the engine holds the first one, then run as one Apertium call
+    held = HeldTranslator(translator)
+    with running(translator_api.create_app(TranslatorSettings(max_wait_ms=0), engine=held)) as url:
+        async def many() -> list[httpx.Response]:
+            async with httpx.AsyncClient(timeout=60) as client:
+                def post(i: int) -> Any:
+                    return client.post(url + "/v1/translate", json={"text": f"La casa número {i}.", "src": "es",
                                                                     "tgt": "en"})
-                for i in range(24)])
 
-    responses = asyncio.run(many())
-    assert all(r.status_code == 200 for r in responses)
-    outputs = [r.json()["translations"][0] for r in responses]
-    assert all(out.endswith(f" {i}.") for i, out in enumerate(outputs))  # each request got its own sentence back
-    batches = metric(translator_url, "crop_batch_size_count") - before_batches
-    items = metric(translator_url, "crop_batch_size_sum") - before_items
-    assert items == 24 and batches < 24  # several requests shared an Apertium call
+                first = asyncio.create_task(post(0))
+                assert await asyncio.to_thread(held.holding.wait, 60)
+                rest = [asyncio.create_task(post(i)) for i in range(1, 24)]
+                deadline = time.monotonic() + 60
+                while metric(url, "crop_queue_depth") < 23:
+                    assert time.monotonic() < deadline, "the requests did not queue"
+                    await asyncio.sleep(0.02)
+                held.release.set()
+                return [await first] + [await r for r in rest]
+
+        responses = asyncio.run(many())
+        assert all(r.status_code == 200 for r in responses)
+        outputs = [r.json()["translations"][0] for r in responses]
+        assert all(out.endswith(f" {i}.") for i, out in enumerate(outputs))  # each request got its own sentence
+        assert metric(url, "crop_batch_size_sum") == 24 and metric(url, "crop_batch_size_count") == 2
 
 
 def test_metrics_and_health(translator_url: str):
@@ -183,6 +213,25 @@ def test_tag_batch_and_model_mode(tagger_url: str):
     assert r.status_code == 400 and "not served" in r.json()["detail"]
     info = httpx.get(tagger_url + "/v1/info").json()
     assert info["crop_languages"] == ["ca", "es", "gl"] and info["model_languages"] == ["en"]
+
+
+def test_decomposed_text_and_controls_get_offsets_into_the_text_sent(tagger_url: str):
+    """NFD (as macOS writes it) and control characters: the entities are those of the clean text, the offsets
+    index the text the client sent, and no entity holds a control character or edge punctuation."""
+    import unicodedata
+
+    for text, lang, mode, want in [
+        (unicodedata.normalize("NFD", SENTENCE), "es", "crop", {"Pedro Sánchez", "Berlín"}),
+        ("\x07 Berlín.\x1b[31m", "es", "crop", {"Berlín"}),
+        (unicodedata.normalize("NFD", "Angela Merkel visited Zürich.\x1b[0m"), "en", "model",
+         {"Angela Merkel", "Zürich"}),
+    ]:
+        r = httpx.post(tagger_url + "/v1/tag", json={"text": text, "lang": lang, "mode": mode})
+        assert r.status_code == 200, r.text
+        entities = r.json()["results"][0]["entities"]
+        for e in entities:
+            assert text[e["start"]:e["end"]] == e["text"] and e["text"] == e["text"].strip(" .\x07\x1b")
+        assert want <= {unicodedata.normalize("NFC", e["text"]) for e in entities}, entities
 
 
 def test_the_page_is_served(tagger_url: str):

@@ -3,33 +3,50 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from crop.cli_common import count_lines, err, fail
+from crop.cli_common import ENGINE_ERROR, check_outputs, count_lines, err, fail, warn
 from crop.cli_lst import lst_app
-from crop.io import InputError, JsonlWriter, read_input, write_conll
+from crop.errors import EngineUnavailable
+from crop.io import (
+    AtomicFile,
+    DuplicateIds,
+    InputError,
+    InputSentence,
+    InvalidLine,
+    JsonlWriter,
+    read_input,
+    write_conll,
+)
+from crop.langcodes import normalize_lang
 from crop.project import ALL_METHODS, Projector, ProjectorConfig
+from crop.text import MAX_TOKEN_CHARS
+
+if TYPE_CHECKING:
+    from crop.pipeline import CropPipeline
 
 app = typer.Typer(help="Zero-shot cross-lingual NER by labeled sequence translation (CROP).",
                   no_args_is_help=True, add_completion=False)
 app.add_typer(lst_app, name="lst")
 
 
-def _projector(methods: str, policy: str, keep_all_o: bool, no_langid: bool, max_tokens: int) -> Projector:
+def _projector(methods: str, policy: str, keep_all_o: bool, langid: bool, max_tokens: int) -> Projector:
     chosen = tuple(m.strip() for m in methods.split(",") if m.strip()) if methods != "all" else ALL_METHODS
     try:
         return Projector(ProjectorConfig(methods=chosen, policy=policy, drop_all_o=not keep_all_o,  # type: ignore[arg-type]
-                                         langid=not no_langid, max_tokens=max_tokens))
+                                         langid=langid, max_tokens=max_tokens))
     except ValueError as exc:
         fail(str(exc))
         raise
 
 
-def _pipeline(translator: str, tagger: str, projector: Projector, batch_size: int, needs_tagger: bool = True):
+def _pipeline(translator: str, tagger: str, projector: Projector, batch_size: int, needs_tagger: bool = True,
+              max_token_chars: int = MAX_TOKEN_CHARS):
     from crop.pipeline import CropPipeline
     from crop.tag import load_tagger
     from crop.translate import load_translator
@@ -37,10 +54,13 @@ def _pipeline(translator: str, tagger: str, projector: Projector, batch_size: in
     try:
         tr = load_translator(translator)
         tg = load_tagger(tagger) if needs_tagger else None
-    except (ValueError, RuntimeError) as exc:
+    except ValueError as exc:  # a bad spec or option
         fail(str(exc))
         raise
-    return CropPipeline(tr, tg, projector, batch_size=batch_size)
+    except RuntimeError as exc:  # the engine itself: a service that cannot be reached, a program that fails
+        fail(f"engine unavailable: {exc}", ENGINE_ERROR)
+        raise
+    return CropPipeline(tr, tg, projector, batch_size=batch_size, max_token_chars=max_token_chars)
 
 
 Methods = Annotated[str, typer.Option(help=f"matching methods in cascade order, or 'all' ({','.join(ALL_METHODS)})")]
@@ -50,7 +70,8 @@ Policy = Annotated[str, typer.Option(help="strict: discard a sentence with any u
 
 @app.command()
 def project(
-    src_lang: Annotated[str, typer.Option("--src-lang", help="language of the raw sentences, e.g. es")],
+    src_lang: Annotated[str, typer.Option("--src-lang", parser=normalize_lang,
+                                          help="language of the raw sentences, e.g. es (also spa, es-ES)")],
     input: Annotated[Path, typer.Option("--input", help="text (one sentence a line) or JSONL with id, tokens")],
     output: Annotated[Path, typer.Option("--output", help="JSONL, one line per input line")],
     conll: Annotated[Path | None, typer.Option("--conll", help="also write the kept sentences as CoNLL")] = None,
@@ -58,52 +79,99 @@ def project(
     tagger: Annotated[str, typer.Option(help="English NER engine spec")] = "spacy",
     methods: Methods = "all",
     policy: Policy = "strict",
-    keep_all_o: Annotated[bool, typer.Option(help="keep sentences without entities")] = False,
-    no_langid: Annotated[bool, typer.Option(help="skip the language-id filter")] = False,
+    keep_all_o: Annotated[bool, typer.Option("--keep-all-o", help="keep sentences without entities")] = False,
+    langid: Annotated[bool, typer.Option("--langid/--no-langid", help="drop projections that are not in the "
+                                                                      "sentence's language")] = True,
     max_tokens: Annotated[int, typer.Option(help="discard longer sentences")] = 128,
-    strict_input: Annotated[bool, typer.Option(help="stop at the first malformed input line (default: record it "
-                                                     "as failed, with the reason, and go on)")] = False,
+    max_token_chars: Annotated[int, typer.Option(min=1, help="discard a sentence with a longer token before any "
+                                                             "engine sees it (engines slow down on absurd tokens)")]
+    = MAX_TOKEN_CHARS,
+    strict_input: Annotated[bool, typer.Option("--strict-input", help="stop at the first malformed input line "
+                                               "(default: record it as failed, with the reason, and go on)")] = False,
     batch_size: Annotated[int, typer.Option(min=1, help="sentences per engine batch")] = 256,
-    no_align: Annotated[bool, typer.Option(help="skip the word-aligned forward translation (about a third faster "
-                                                "with Apertium; the `forward` evidence is then missing)")] = False,
+    align: Annotated[bool, typer.Option("--align/--no-align", help="word-aligned forward translation, the `forward` "
+                                        "evidence (--no-align is about a third faster with Apertium)")] = True,
     stats: Annotated[Path | None, typer.Option(help="write run statistics (counts, time per stage) as JSON")] = None,
 ) -> None:
-    """Project English NER labels onto raw target-language sentences (CROP steps 1-5)."""
+    """Project English NER labels onto raw target-language sentences (CROP steps 1-5).
+
+    Outputs are renamed into place when the run ends: a run that stops early leaves them as they were.
+
+    Exit status: 0 done, 1 an engine failed or every sentence failed, 2 bad usage."""
     if not input.exists() and str(input) != "-":
         fail(f"input file {input} does not exist")
-    projector = _projector(methods, policy, keep_all_o, no_langid, max_tokens)
-    pipe = _pipeline(translator, tagger, projector, batch_size)
-    pipe.use_alignment = pipe.use_alignment and not no_align
+    check_outputs(input, {"--output": output, "--conll": conll, "--stats": stats})
+    projector = _projector(methods, policy, keep_all_o, langid, max_tokens)
+    pipe = _pipeline(translator, tagger, projector, batch_size, max_token_chars=max_token_chars)
+    pipe.use_alignment = pipe.use_alignment and align
     try:
         pipe.check(src_lang)
     except ValueError as exc:
         fail(str(exc))
-    total = count_lines(input)
-    conll_file = open(conll, "w", encoding="utf-8") if conll else None  # noqa: SIM115 (closed below)
+    ids = DuplicateIds()
+    sentences = read_input(input, src_lang, on_error="raise" if strict_input else "keep", ids=ids)
+    _run_project(pipe, sentences, count_lines(input), output, conll, stats)
+    duplicates = ids.message(str(input))
+    if duplicates:
+        warn(duplicates)
+    summary = pipe.stats.as_dict()
+    failed = summary["status"].get("failed", 0)
+    if failed and failed == summary["sentences"]:
+        fail(f"every sentence failed ({failed} of {summary['sentences']}); the reasons are in {output}",
+             ENGINE_ERROR)
+
+
+def _run_project(pipe: CropPipeline, sentences: Iterable[InputSentence | InvalidLine], total: int | None,
+                 output: Path, conll: Path | None, stats: Path | None) -> None:
+    """Write the results to `output` (and the kept ones to `conll`) under temporary names, renamed into place
+    with `stats` once the run is done; when it stops (bad input with --strict-input, an engine that is down)
+    nothing is renamed, and the error says so."""
+    out = None
+    try:
+        out = JsonlWriter(output, atomic=True)
+        conll_file = AtomicFile(conll) if conll else None
+    except OSError as exc:  # a folder that cannot be written to
+        if out is not None:
+            out.discard()
+        fail(f"cannot write {exc.filename}: {exc.strerror or exc}")
+        raise
     progress = Progress(TextColumn("[bold]projecting"), BarColumn(), MofNCompleteColumn(),
                         TextColumn("kept {task.fields[kept]}"), TimeElapsedColumn(), console=err,
                         disable=not err.is_terminal and not _force_progress())
+    done = False
     try:
-        with progress, JsonlWriter(output) as out:
+        with progress:
             task = progress.add_task("project", total=total, kept=0)
             kept = 0
-            for result in pipe.run(read_input(input, src_lang, on_error="raise" if strict_input else "keep")):
+            for result in pipe.run(sentences):
                 out.write(result)
                 if result.status == "kept":
                     kept += 1
                     if conll_file:
-                        write_conll(conll_file, result.tokens, result.tags)
+                        write_conll(conll_file.file, result.tokens, result.tags)
                 progress.update(task, advance=1, kept=kept)
-    except InputError as exc:
-        fail(str(exc))
+        done = True
+    except (InputError, EngineUnavailable) as exc:
+        left = ", ".join(str(p) for p in (output, conll, stats) if p is not None)
+        stopped = f"run stopped after {out.count} sentence(s), nothing written ({left} left as they were)"
+        if isinstance(exc, InputError):
+            fail(f"{exc}; {stopped}")
+        fail(f"engine unavailable: {exc}; {stopped}", ENGINE_ERROR)
     finally:
-        if conll_file:
-            conll_file.close()
+        if not done:
+            out.discard()
+            if conll_file:
+                conll_file.discard()
     summary = pipe.stats.as_dict()
     err.print(f"{summary['sentences']} sentences: {summary['status']}; reasons {summary['reasons']}; "
-              f"time per stage (s) {summary['seconds']}")
+              f"time per stage (s) {summary['seconds']}", markup=False)
     if stats:
-        stats.write_text(json.dumps(summary, indent=2))
+        stats_file = AtomicFile(stats)
+        stats_file.file.write(json.dumps(summary, indent=2))
+        stats_file.commit()
+    out.close()
+    if conll_file:
+        conll_file.commit()
 
 
 def _force_progress() -> bool:
@@ -115,7 +183,7 @@ def _force_progress() -> bool:
 @app.command()
 def tag(
     sentence: Annotated[str, typer.Argument(help="one sentence")],
-    lang: Annotated[str, typer.Option("--lang", help="its language, e.g. es")],
+    lang: Annotated[str, typer.Option("--lang", parser=normalize_lang, help="its language, e.g. es (also spa, es-ES)")],
     translator: Annotated[str, typer.Option(help="translation engine spec")] = "apertium",
     tagger: Annotated[str, typer.Option(help="English NER engine spec")] = "spacy",
     json_out: Annotated[bool, typer.Option("--json", help="print the whole result as JSON")] = False,
@@ -131,9 +199,15 @@ def tag(
         pipe.check(lang)
     except ValueError as exc:
         fail(str(exc))
-    result = pipe.project_batch([sentence_from_record({"id": "cli", "text": sentence}, lang)])[0]
+    try:
+        result = pipe.project_batch([sentence_from_record({"id": "cli", "text": sentence}, lang)])[0]
+    except EngineUnavailable as exc:
+        fail(f"engine unavailable: {exc}", ENGINE_ERROR)
+        raise
     if result.status == "failed":
-        fail(result.reason or "failed")
+        fail(result.reason or "failed", ENGINE_ERROR)
+    if result.reason and result.reason.startswith("token_too_long"):
+        fail(f"the sentence was not tagged: {result.reason}")
     if json_out:
         typer.echo(result.model_dump_json(indent=2))
         return
@@ -208,18 +282,20 @@ def serve(
     """Run one service with uvicorn; its settings come from CROP_<SERVICE>_* variables (see services/<name>/)."""
     import uvicorn
 
-    from crop.api.settings import ProjectorSettings, TaggerSettings, TranslatorSettings
+    from crop.api.settings import ProjectorSettings, SettingsError, TaggerSettings, TranslatorSettings, load_settings
 
     if service not in SERVICES:
         fail(f"unknown service {service!r}; choose {', '.join(SERVICES)}")
     try:
-        settings = {"translator": TranslatorSettings, "tagger": TaggerSettings,
-                    "projector": ProjectorSettings}[service]()
-    except ValueError as exc:
-        fail(f"bad settings: {exc}")
-        raise
+        settings = load_settings({"translator": TranslatorSettings, "tagger": TaggerSettings,
+                                  "projector": ProjectorSettings}[service])
+    except SettingsError as exc:
+        typer.echo(f"error: {exc}", err=True)  # one line, as it is (a console would wrap it)
+        raise typer.Exit(2) from None
     uvicorn.run(f"crop.api.{service}:create_app", factory=True, host=host or settings.host,
-                port=port or settings.port, workers=workers, log_config=None, access_log=False)
+                port=port or settings.port, workers=workers, log_config=None, access_log=False,
+                timeout_keep_alive=settings.keep_alive_timeout,
+                h11_max_incomplete_event_size=settings.max_header_bytes, limit_concurrency=settings.max_connections)
 
 
 @app.command()
@@ -228,7 +304,7 @@ def convert(
     output: Annotated[Path, typer.Argument(help="folder for the CTranslate2 model (and its tokenizer)")],
     quantization: Annotated[str | None, typer.Option(help="int8 (CPU), float16 (GPU), int8_float16, float32, ...")]
     = None,
-    force: Annotated[bool, typer.Option(help="overwrite a non-empty output folder")] = False,
+    force: Annotated[bool, typer.Option("--force", help="overwrite a non-empty output folder")] = False,
 ) -> None:
     """Convert a translation model for the ctranslate2 engine; then project with --translator ctranslate2:OUTPUT."""
     from crop.translate.convert import convert as run_convert

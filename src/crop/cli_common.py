@@ -2,18 +2,54 @@
 
 from __future__ import annotations
 
+import os
+from itertools import combinations
 from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 err = Console(stderr=True)
 
+# exit statuses: 2 for bad input or usage (as click's own usage errors), 1 for an engine that failed
+USAGE_ERROR = 2
+ENGINE_ERROR = 1
 
-def fail(message: str) -> None:
-    """Print `message` as an error and leave with status 2 (bad input or usage)."""
-    err.print(f"[red]error:[/red] {message}")
-    raise typer.Exit(2)
+
+def fail(message: str, code: int = USAGE_ERROR) -> None:
+    """Print `message` as an error, on one line however long, and leave with status `code`."""
+    err.print(f"[red]error:[/red] {escape(message)}", soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def warn(message: str) -> None:
+    err.print(f"[yellow]warning:[/yellow] {escape(message)}", soft_wrap=True)
+
+
+def same_file(a: Path, b: Path) -> bool:
+    """Whether two paths name one file: the same inode when both exist (symlinks and hard links included),
+    else the same resolved path (an output that does not exist yet)."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return a.resolve() == b.resolve()
+
+
+def check_outputs(input: Path, outputs: dict[str, Path | None]) -> None:
+    """Refuse, before anything is opened, an output (option -> path) that is the input file, which writing
+    would destroy, or two outputs that are one file ("-", standard input or output, is never a file here)."""
+    given = [(option, path) for option, path in outputs.items() if path is not None and str(path) != "-"]
+    for option, path in given:
+        if path.is_dir():
+            fail(f"{option} {path} is a folder: give a file name")
+    if str(input) != "-":
+        for option, path in given:
+            if same_file(path, input):
+                fail(f"{option} {path} is the input file ({input}): writing it would destroy the input")
+    for (option_a, a), (option_b, b) in combinations(given, 2):
+        if same_file(a, b):
+            fail(f"{option_a} {a} and {option_b} {b} are the same file: give each output its own file")
 
 
 def count_lines(path: Path) -> int | None:

@@ -10,6 +10,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from crop.cli_common import count_lines, err, fail
+from crop.langcodes import normalize_lang
 
 lst_app = typer.Typer(help="Labeled sequence translation: prepare slot data, fine-tune, evaluate markers.",
                       no_args_is_help=True)
@@ -18,8 +19,8 @@ lst_app = typer.Typer(help="Labeled sequence translation: prepare slot data, fin
 
 @lst_app.command("prepare")
 def prepare_data(
-    src_lang: Annotated[str, typer.Option(help="source language, e.g. en")],
-    tgt_lang: Annotated[str, typer.Option(help="target language, e.g. es")],
+    src_lang: Annotated[str, typer.Option(parser=normalize_lang, help="source language, e.g. en")],
+    tgt_lang: Annotated[str, typer.Option(parser=normalize_lang, help="target language, e.g. es")],
     output: Annotated[Path, typer.Option(help="JSONL of slot-marked pairs (for `crop lst train`)")],
     src: Annotated[Path | None, typer.Option(help="source sentences, one a line (with --tgt)")] = None,
     tgt: Annotated[Path | None, typer.Option(help="target sentences, line-aligned with --src")] = None,
@@ -177,10 +178,12 @@ def eval_markers(
     translator: Annotated[list[str], typer.Option(help="engine spec: apertium, transformers:PATH, "
                                                        "ctranslate2:PATH, openai:MODEL@URL, remote:URL; repeat "
                                                        "it to compare engines")],
-    src_lang: Annotated[str | None, typer.Option(help="language of the records' source side (default: each "
-                                                      "record's src_lang; English for gold sets)")] = None,
-    tgt_lang: Annotated[str | None, typer.Option(help="language of the records' target side (default: each "
-                                                      "record's tgt_lang or lang)")] = None,
+    src_lang: Annotated[str | None, typer.Option(parser=normalize_lang,
+                                                 help="language of the records' source side (default: each "
+                                                           "record's src_lang; English for gold sets)")] = None,
+    tgt_lang: Annotated[str | None, typer.Option(parser=normalize_lang,
+                                                 help="language of the records' target side (default: each "
+                                                           "record's tgt_lang or lang)")] = None,
     reverse: Annotated[bool, typer.Option(help="translate target -> source instead (into English for gold "
                                                "sets)")] = False,
     limit: Annotated[int | None, typer.Option(min=1, help="only the first N records")] = None,

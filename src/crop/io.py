@@ -2,8 +2,10 @@
 
 Every reader is a generator that holds one line at a time, so files of any size stream in constant memory
 (`read_gold` / `read_predictions` build a dict by design). Bad input raises `InputError` naming the file and
-the 1-based line number. Files are UTF-8 (a leading BOM is ignored); names ending in `.gz` are gzip
-compressed.
+the 1-based line number, or with `on_error="keep"` comes out as an `InvalidLine` in its place (a line that is not
+UTF-8 or not valid Unicode included). Files are UTF-8 (a leading BOM is ignored); names ending in `.gz` are gzip
+compressed. Output files are written under a temporary name and renamed into place (`write_jsonl`, and
+`JsonlWriter(atomic=True)`), and a string UTF-8 cannot carry is written as a JSON escape.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import sys
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Any, Literal, TextIO
+from typing import IO, Any, Literal, TextIO, overload
 
 from pydantic import BaseModel, Field
 
@@ -88,8 +90,18 @@ def _open_binary(path: PathLike) -> IO[bytes]:
     return open(path, "rb")  # noqa: SIM115 - closed by the caller
 
 
-def read_lines(path: PathLike) -> Iterator[tuple[int, str]]:
-    """(line number, line without its line break) for every line of a UTF-8 file; "-" is stdin."""
+@overload
+def read_lines(path: PathLike, on_error: Literal["raise"] = "raise") -> Iterator[tuple[int, str]]: ...
+
+
+@overload
+def read_lines(path: PathLike, on_error: Literal["keep"]) -> Iterator[tuple[int, str | InvalidLine]]: ...
+
+
+def read_lines(path: PathLike, on_error: Literal["raise", "keep"] = "raise") -> Iterator[tuple[int, Any]]:
+    """(line number, line without its line break) for every line of a UTF-8 file; "-" is stdin. A line that
+    is not UTF-8 raises `InputError`, or with `on_error="keep"` comes as an `InvalidLine` (id
+    `{stem}-{lineno:06d}`) and reading goes on."""
     name = _name(path)
     try:
         f = _open_binary(path)
@@ -100,7 +112,11 @@ def read_lines(path: PathLike) -> Iterator[tuple[int, str]]:
             try:
                 line = raw.decode("utf-8")
             except UnicodeDecodeError as e:
-                raise InputError(f"not UTF-8 ({e.reason} at byte {e.start})", name, lineno) from None
+                error = InputError(f"not UTF-8 ({e.reason} at byte {e.start})", name, lineno)
+                if on_error == "raise":
+                    raise error from None
+                yield lineno, InvalidLine(id=f"{stem(path)}-{lineno:06d}", lineno=lineno, reason=str(error))
+                continue
             if lineno == 1:
                 line = line.removeprefix("\ufeff")
             yield lineno, line.rstrip("\r\n")
@@ -114,6 +130,30 @@ def read_lines(path: PathLike) -> Iterator[tuple[int, str]]:
 # ------------------------------------------------------------------------------------------------ validation
 
 
+def lone_surrogate(value: Any, where: str = "") -> str | None:
+    """Where in a decoded JSON value a string holds a lone surrogate (`"\\ud800"` is valid JSON but no text:
+    neither UTF-8 nor the engines can carry it), as a message; None when there is none."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            return (f"`{where or 'body'}` has a lone surrogate (U+{ord(value[exc.start]):04X}) at character "
+                    f"{exc.start}: text must be valid Unicode")
+        return None
+    if isinstance(value, dict):
+        for k, v in value.items():
+            path = f"{where}.{k}" if where else str(k)
+            found = lone_surrogate(k, f"a key of {where or 'body'}") or lone_surrogate(v, path)
+            if found:
+                return found
+    elif isinstance(value, list | tuple):
+        for i, v in enumerate(value):
+            found = lone_surrogate(v, f"{where}[{i}]")
+            if found:
+                return found
+    return None
+
+
 def check_tokens(value: Any, key: str) -> list[str]:
     if not isinstance(value, list) or not value:
         raise ValueError(f"{key!r} must be a non-empty list of strings")
@@ -122,7 +162,13 @@ def check_tokens(value: Any, key: str) -> list[str]:
             raise ValueError(f"{key}[{i}] is not a string: {tok!r}")
         if not tok.strip():
             raise ValueError(f"{key}[{i}] is empty or blank: {tok!r}")
+        if not conll_safe(tok):  # CoNLL output (one token a line, a tab before its tag) could not carry it
+            raise ValueError(f"{key}[{i}] has a tab or line break: {tok!r}")
     return value
+
+
+def conll_safe(token: str) -> bool:
+    return not any(c in token for c in "\t\n\r")
 
 
 def _check_tags(value: Any, key: str, n: int, tokens_key: str) -> list[str]:
@@ -187,6 +233,9 @@ def sentence_from_record(rec: Any, lang: str | None = None, default_id: str = ""
     """Validate one JSONL record and build its InputSentence (raises ValueError with the reason)."""
     if not isinstance(rec, dict):
         raise ValueError(f"expected a JSON object, got {type(rec).__name__}")
+    found = lone_surrogate(rec)
+    if found:
+        raise ValueError(found)
     rid = rec.get("id")
     if rid is None or rid == "":
         if not default_id:
@@ -252,11 +301,25 @@ def sentence_from_record(rec: Any, lang: str | None = None, default_id: str = ""
 # --------------------------------------------------------------------------------------------------- readers
 
 
-def read_text(path: PathLike, lang: str) -> Iterator[InputSentence]:
+@overload
+def read_text(path: PathLike, lang: str, on_error: Literal["raise"] = "raise") -> Iterator[InputSentence]: ...
+
+
+@overload
+def read_text(path: PathLike, lang: str,
+              on_error: Literal["raise", "keep"]) -> Iterator[InputSentence | InvalidLine]: ...
+
+
+def read_text(path: PathLike, lang: str,
+              on_error: Literal["raise", "keep"] = "raise") -> Iterator[InputSentence | InvalidLine]:
     """One sentence a line ("-" is stdin). Blank lines are skipped; ids are `{stem}-{lineno:06d}` with the
-    line number in the file, so they stay stable whatever is skipped."""
+    line number in the file, so they stay stable whatever is skipped. A line that is not UTF-8 raises
+    `InputError`, or with `on_error="keep"` comes out as an `InvalidLine` in its place."""
     base = stem(path)
-    for lineno, line in read_lines(path):
+    for lineno, line in read_lines(path, on_error):
+        if isinstance(line, InvalidLine):
+            yield line.model_copy(update={"lang": lang})
+            continue
         text = line.strip()
         if not text:
             continue
@@ -289,14 +352,50 @@ class InvalidLine(BaseModel):
     reason: str
 
 
-def read_jsonl(path: PathLike, lang: str | None = None,
-               on_error: Literal["raise", "keep"] = "raise") -> Iterator[InputSentence | InvalidLine]:
+class DuplicateIds:
+    """Notes the ids of an input as it is read, to warn once about the repeated ones (`crop eval` matches by
+    id). Holds every id seen: memory grows with the number of lines."""
+
+    def __init__(self) -> None:
+        self._first: dict[str, int] = {}
+        self.count = 0  # lines whose id came earlier
+        self.example: tuple[str, int, int] | None = None  # the first repeated id, its first two line numbers
+
+    def add(self, id_: str, lineno: int) -> None:
+        first = self._first.setdefault(id_, lineno)
+        if first != lineno:
+            self.count += 1
+            if self.example is None:
+                self.example = (id_, first, lineno)
+
+    def message(self, name: str) -> str | None:
+        """One line about the repeated ids of `name`, None when there are none."""
+        if self.example is None:
+            return None
+        id_, first, second = self.example
+        return (f"{name}: {self.count} line(s) repeat an earlier id, first {id_!r} on lines {first} and {second} "
+                "(crop eval matches predictions to gold by id)")
+
+
+def read_jsonl(path: PathLike, lang: str | None = None, on_error: Literal["raise", "keep"] = "raise",
+               ids: DuplicateIds | None = None) -> Iterator[InputSentence | InvalidLine]:
     """Sentences of a JSONL file (the format of the dev sets): `id`, `tokens` (kept exactly as given) or
     `text` (tokenized), optional `lang` (else `lang` here), `tags`, `en_tokens`, `en_tags`, `offsets` (with
     `text`). A record without id gets `{stem}-{lineno:06d}`. A bad line raises `InputError`, or with
-    `on_error="keep"` comes out as an `InvalidLine` in its place."""
+    `on_error="keep"` comes out as an `InvalidLine` in its place. `ids` notes the id of every line."""
+    for lineno, item in _numbered_jsonl(path, lang, on_error):
+        if ids is not None:
+            ids.add(item.id, lineno)
+        yield item
+
+
+def _numbered_jsonl(path: PathLike, lang: str | None,
+                    on_error: Literal["raise", "keep"]) -> Iterator[tuple[int, InputSentence | InvalidLine]]:
     name, base = _name(path), stem(path)
-    for lineno, line in read_lines(path):
+    for lineno, line in read_lines(path, on_error):
+        if isinstance(line, InvalidLine):
+            yield lineno, line.model_copy(update={"lang": lang or ""})
+            continue
         if not line.strip():
             continue
         default_id = f"{base}-{lineno:06d}"
@@ -310,10 +409,10 @@ def read_jsonl(path: PathLike, lang: str | None = None,
             if on_error == "raise":
                 raise error from None
             rec_id = rec.get("id") if isinstance(rec, dict) else None
-            yield InvalidLine(id=str(rec_id) if rec_id else default_id, lang=lang or "", lineno=lineno,
-                              reason=str(error))
+            yield lineno, InvalidLine(id=str(rec_id) if rec_id else default_id, lang=lang or "", lineno=lineno,
+                                      reason=str(error))
             continue
-        yield sentence
+        yield lineno, sentence
 
 
 def sniff_format(path: PathLike) -> str:
@@ -326,7 +425,9 @@ def sniff_format(path: PathLike) -> str:
         return "jsonl"
     if suffix == ".txt":
         return "text"
-    for _, line in read_lines(path):
+    for _, line in read_lines(path, on_error="keep"):
+        if isinstance(line, InvalidLine):  # not UTF-8: the reader reports it in its place
+            continue
         if line.strip():
             if line.lstrip().startswith("{"):
                 try:
@@ -337,16 +438,17 @@ def sniff_format(path: PathLike) -> str:
     return "text"
 
 
-def read_input(path: PathLike, lang: str | None = None,
-               on_error: Literal["raise", "keep"] = "raise") -> Iterator[InputSentence | InvalidLine]:
+def read_input(path: PathLike, lang: str | None = None, on_error: Literal["raise", "keep"] = "raise",
+               ids: DuplicateIds | None = None) -> Iterator[InputSentence | InvalidLine]:
     """Sentences of a JSONL file (`.jsonl`, `.json`, `.ndjson`, or content that is JSON objects) or of a text
     file, one sentence a line; "-" reads text from stdin. `lang` is required for text. `on_error` as in
-    `read_jsonl` (a text line is always a sentence)."""
+    `read_jsonl` (a text line is a sentence unless it is not UTF-8); `ids` notes JSONL ids (text ids are
+    line numbers, so never repeated)."""
     if sniff_format(path) == "jsonl":
-        return read_jsonl(path, lang, on_error)
+        return read_jsonl(path, lang, on_error, ids)
     if not lang:
         raise InputError("reading plain text needs a language", _name(path))
-    return read_text(path, lang)
+    return read_text(path, lang, on_error)
 
 
 def read_conll(path: PathLike) -> Iterator[tuple[list[str], list[str]]]:
@@ -424,8 +526,44 @@ def _to_dict(record: BaseModel | dict[str, Any]) -> dict[str, Any]:
 
 
 def dumps(record: BaseModel | dict[str, Any]) -> str:
-    """One JSONL line (without the line break), UTF-8 characters kept as they are."""
-    return json.dumps(_to_dict(record), ensure_ascii=False)
+    """One JSONL line (without the line break), UTF-8 characters kept as they are; a record with a string
+    UTF-8 cannot carry (a lone surrogate) is written all in JSON escapes, which read back to the same value."""
+    data = _to_dict(record)
+    line = json.dumps(data, ensure_ascii=False)
+    try:
+        line.encode("utf-8")
+    except UnicodeEncodeError:
+        return json.dumps(data, ensure_ascii=True)
+    return line
+
+
+def temporary_name(path: Path) -> Path:
+    """Where an output is written before it is renamed into place: the same folder (a rename within one file
+    system is atomic), hidden, with the process id."""
+    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
+
+
+class AtomicFile:
+    """A UTF-8 text file written under `temporary_name(path)`: `commit()` renames it into place, `discard()`
+    removes it, so the final name holds a whole file or what it held before, never a truncated one."""
+
+    def __init__(self, path: PathLike) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.tmp: Path | None = temporary_name(self.path)
+        self.file: TextIO = open(self.tmp, "w", encoding="utf-8", newline="\n")  # noqa: SIM115
+
+    def commit(self) -> None:
+        if self.tmp is not None:
+            self.file.close()
+            os.replace(self.tmp, self.path)
+            self.tmp = None
+
+    def discard(self) -> None:
+        if self.tmp is not None:
+            self.file.close()
+            self.tmp.unlink(missing_ok=True)
+            self.tmp = None
 
 
 def write_jsonl(path_or_fileobj: PathLike | TextIO, records: Iterable[BaseModel | dict[str, Any]]) -> int:
@@ -437,7 +575,7 @@ def write_jsonl(path_or_fileobj: PathLike | TextIO, records: Iterable[BaseModel 
         return _write_lines(sys.stdout, records)
     path = Path(path_or_fileobj)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = temporary_name(path)
     try:
         if path.name.endswith(".gz"):
             with gzip.open(tmp, "wt", encoding="utf-8", newline="\n") as f:
@@ -469,16 +607,26 @@ class JsonlWriter:
             for rec in records:
                 w.write(rec)
 
-    `append=True` adds to an existing file; a file object is written to and left open; "-" is stdout."""
+    `append=True` adds to an existing file; a file object is written to and left open; "-" is stdout.
+    `atomic=True` writes a path under a temporary name in its folder, renamed into place by `close()` (or the
+    end of a `with` block without an exception): a run that stops early leaves the final name as it was;
+    `discard()` (or an exception in the `with` block) removes the temporary file."""
 
-    def __init__(self, path_or_fileobj: PathLike | TextIO, append: bool = False) -> None:
+    def __init__(self, path_or_fileobj: PathLike | TextIO, append: bool = False, atomic: bool = False) -> None:
         self.count = 0
         self._own = isinstance(path_or_fileobj, str | os.PathLike) and str(path_or_fileobj) != "-"
+        self._atomic: AtomicFile | None = None
         if self._own:
             path = Path(path_or_fileobj)  # type: ignore[arg-type]
-            path.parent.mkdir(parents=True, exist_ok=True)
             self.path: Path | None = path
-            self._f: TextIO | IO[str] = open(path, "a" if append else "w", encoding="utf-8", newline="\n")  # noqa: SIM115
+            if atomic:
+                if append:
+                    raise ValueError("JsonlWriter: atomic and append exclude each other")
+                self._atomic = AtomicFile(path)
+                self._f: TextIO | IO[str] = self._atomic.file
+            else:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                self._f = open(path, "a" if append else "w", encoding="utf-8", newline="\n")  # noqa: SIM115
         else:
             self.path = None
             self._f = sys.stdout if str(path_or_fileobj) == "-" else path_or_fileobj  # type: ignore[assignment]
@@ -496,7 +644,18 @@ class JsonlWriter:
         return n
 
     def close(self) -> None:
-        if self._own and not self._f.closed:
+        """Close the file; in atomic mode, rename it into place (once)."""
+        if self._atomic is not None:
+            self._atomic.commit()
+        elif self._own and not self._f.closed:
+            self._f.close()
+
+    def discard(self) -> None:
+        """Close without keeping anything: in atomic mode the temporary file goes and the final name stays as
+        it was (a plain file keeps what was written)."""
+        if self._atomic is not None:
+            self._atomic.discard()
+        elif self._own and not self._f.closed:
             self._f.close()
 
     def __enter__(self) -> JsonlWriter:
@@ -505,7 +664,10 @@ class JsonlWriter:
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        self.close()
+        if exc_type is None:
+            self.close()
+        else:
+            self.discard()
 
 
 def write_conll(fileobj: TextIO | IO[str], tokens: Sequence[str], tags: Sequence[str]) -> None:
@@ -514,7 +676,7 @@ def write_conll(fileobj: TextIO | IO[str], tokens: Sequence[str], tags: Sequence
         raise ValueError(f"{len(tokens)} tokens but {len(tags)} tags")
     buf = io.StringIO()
     for i, (tok, tag) in enumerate(zip(tokens, tags, strict=True)):
-        if not tok.strip() or any(c in tok for c in "\t\n\r"):
+        if not tok.strip() or not conll_safe(tok):
             raise ValueError(
                 f"token {i} {tok!r} cannot be written as CoNLL (blank, or has a tab or line break)"
             )

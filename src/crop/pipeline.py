@@ -16,11 +16,13 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from itertools import islice
 
+from crop.engine_view import engine_sentence, restore_result
+from crop.errors import EngineUnavailable
 from crop.io import InputSentence, InvalidLine
 from crop.labels import bio_to_spans
 from crop.project import ProjectionRequest, Projector
 from crop.tag.base import Tagger
-from crop.text import detokenize
+from crop.text import MAX_TOKEN_CHARS, detokenize, first_long_token
 from crop.translate.base import AligningTranslator, Translator, UnsupportedPair
 from crop.types import AlignedTranslation, LabeledItem, LabeledResult, ProjectionResult, Span, Status
 
@@ -66,13 +68,18 @@ class PipelineStats:
 
 class CropPipeline:
     def __init__(self, translator: Translator, tagger: Tagger | None, projector: Projector | None = None,
-                 pivot: str = "en", batch_size: int = DEFAULT_BATCH_SIZE, use_alignment: bool = True) -> None:
+                 pivot: str = "en", batch_size: int = DEFAULT_BATCH_SIZE, use_alignment: bool = True,
+                 max_token_chars: int = MAX_TOKEN_CHARS) -> None:
+        if max_token_chars < 1:
+            raise ValueError(f"max_token_chars must be at least 1, not {max_token_chars}")
         self.translator = translator
         self.tagger = tagger
         self.projector = projector or Projector()
         self.pivot = pivot
         self.batch_size = batch_size
         self.use_alignment = use_alignment and isinstance(translator, AligningTranslator)
+        # a longer token is discarded before any engine sees it (Apertium is super-linear in a token's length)
+        self.max_token_chars = max_token_chars
         self.stats = PipelineStats()
 
     def check(self, lang: str, needs_tagger: bool = True) -> None:
@@ -89,11 +96,12 @@ class CropPipeline:
     def run(self, sentences: Iterable[InputSentence | InvalidLine],
             on_result: Callable[[ProjectionResult], None] | None = None) -> Iterator[ProjectionResult]:
         """Project a stream of sentences in batches; memory stays bounded by one batch. An input line that
-        was not a sentence (`InvalidLine`) comes out, in its place, as a failed result with its reason."""
+        was not a sentence (`InvalidLine`) comes out, in its place, as a failed result with its reason.
+        Raises `EngineUnavailable` when an engine is down (see `_isolate`); the results yielded so far stand."""
         it = iter(sentences)
         while batch := list(islice(it, self.batch_size)):
             valid = [s for s in batch if isinstance(s, InputSentence)]
-            projected = iter(self._batch_isolating_failures(valid) if valid else ())
+            projected = iter(self.project_batch(valid) if valid else ())
             for item in batch:
                 result = next(projected) if isinstance(item, InputSentence) else _invalid(item)
                 self.stats.add(result)
@@ -102,22 +110,61 @@ class CropPipeline:
                 yield result
 
     def project_batch(self, batch: Sequence[InputSentence]) -> list[ProjectionResult]:
-        return list(self._batch_isolating_failures(batch))
+        """One result per sentence, in order: sentences with an absurd token are discarded before any engine
+        sees them, the others projected with failures isolated."""
+        out: list[ProjectionResult | None] = [self._too_long(s) for s in batch]
+        todo = [i for i, r in enumerate(out) if r is None]
+        if todo:
+            for i, r in zip(todo, self._batch_isolating_failures([batch[i] for i in todo]), strict=True):
+                out[i] = r
+        return out  # type: ignore[return-value]
 
     # -- one batch ------------------------------------------------------------------------------------------
+
+    def _too_long(self, s: InputSentence) -> ProjectionResult | None:
+        """A discarded result when a token of `s` (or of its English side) is longer than `max_token_chars`."""
+        for what, tokens in (("token", s.tokens), ("English token", s.en_tokens or [])):
+            i = first_long_token(tokens, self.max_token_chars)
+            if i is not None:
+                return ProjectionResult(id=s.id, lang=s.lang, text=s.text, tokens=list(s.tokens),
+                                        tags=["O"] * len(s.tokens), status=Status.discarded,
+                                        reason=f"token_too_long: {what} {i} has {len(tokens[i])} characters "
+                                               f"(limit {self.max_token_chars})")
+        return None
 
     def _batch_isolating_failures(self, batch: Sequence[InputSentence]) -> list[ProjectionResult]:
         try:
             return self._batch(batch)
+        except EngineUnavailable:
+            raise
         except Exception as exc:  # an engine error: find the sentence(s) it comes from, keep the rest
-            if len(batch) == 1:
-                s = batch[0]
-                log.error("sentence failed", extra={"id": s.id, "error": repr(exc)})
-                return [ProjectionResult(id=s.id, lang=s.lang, text=s.text, tokens=list(s.tokens),
-                                         tags=["O"] * len(s.tokens), status=Status.failed,
-                                         reason=f"{type(exc).__name__}: {exc}"[:500])]
-            mid = len(batch) // 2
-            return self._batch_isolating_failures(batch[:mid]) + self._batch_isolating_failures(batch[mid:])
+            return self._isolate(batch, exc)
+
+    def _isolate(self, batch: Sequence[InputSentence], exc: Exception) -> list[ProjectionResult]:
+        """`batch` failed with `exc`: run its halves, recursively, until the failing sentences are alone.
+        When both halves fail with the very error of the whole, the engine is down, not the input wrong:
+        halving further would only cost ~2n calls, so raise `EngineUnavailable`. A ValueError says the input
+        was wrong, so it is always isolated."""
+        if len(batch) == 1:
+            return [_failed(batch[0], exc)]
+        mid = len(batch) // 2
+        halves = (batch[:mid], batch[mid:])
+        outcomes: list[list[ProjectionResult] | Exception] = []
+        for half in halves:
+            try:
+                outcomes.append(self._batch(half))
+            except EngineUnavailable:
+                raise
+            except Exception as half_exc:
+                outcomes.append(half_exc)
+        if not isinstance(exc, ValueError) and all(_same_error(o, exc) for o in outcomes):
+            log.error("engine failed on a whole batch and both its halves", extra={"error": repr(exc)})
+            raise EngineUnavailable(f"{type(exc).__name__}: {exc} (the same error on a batch of {len(batch)} "
+                                    f"sentences and on both its halves)") from exc
+        out: list[ProjectionResult] = []
+        for half, outcome in zip(halves, outcomes, strict=True):
+            out += self._isolate(half, outcome) if isinstance(outcome, Exception) else outcome
+        return out
 
     def _timed(self, stage: str, fn, *args):
         t0 = time.perf_counter()
@@ -137,7 +184,13 @@ class CropPipeline:
                 for i, r in zip(idx, self._batch([batch[i] for i in idx]), strict=True):
                     out[i] = r
             return out  # type: ignore[return-value]
+        # the engines see clean text (NFC, controls as spaces); results are over the text as given
+        views = [engine_sentence(s) for s in batch]
+        return [restore_result(r, s) for r, s in zip(self._project(views), batch, strict=True)]
 
+    def _project(self, batch: Sequence[InputSentence]) -> list[ProjectionResult]:
+        """Steps 1-5 for sentences of one language."""
+        lang = batch[0].lang
         # steps 1-2: English sentence and entities (given, or translated and tagged)
         english: list[str] = [""] * len(batch)
         spans: list[list[Span]] = [[] for _ in batch]
@@ -183,6 +236,16 @@ class CropPipeline:
         ])
         self.stats.seconds["project"] += time.perf_counter() - t0
         return out
+
+
+def _same_error(outcome: object, exc: Exception) -> bool:
+    return isinstance(outcome, Exception) and type(outcome) is type(exc) and str(outcome) == str(exc)
+
+
+def _failed(s: InputSentence, exc: Exception) -> ProjectionResult:
+    log.error("sentence failed", extra={"id": s.id, "error": repr(exc)})
+    return ProjectionResult(id=s.id, lang=s.lang, text=s.text, tokens=list(s.tokens), tags=["O"] * len(s.tokens),
+                            status=Status.failed, reason=f"{type(exc).__name__}: {exc}"[:500])
 
 
 def _invalid(line: InvalidLine) -> ProjectionResult:

@@ -38,7 +38,20 @@ _EN_SUFFIXES = frozenset({"'s", "n't", "’s", "'re", "'ve", "'ll", "'d", "'m"})
 
 def tokenize(text: str, lang: str = "") -> tuple[list[str], list[tuple[int, int]]]:
     """Tokens of `text` and their character offsets. Elided clitics (l', d', qu') are tokens of their own,
-    English 's and n't are split off as in CoNLL, punctuation marks are tokens."""
+    English 's and n't are split off as in CoNLL, punctuation marks are tokens.
+
+    Text that is not NFC (decomposed accents, as macOS writes them) or that has control characters is tokenized
+    as its `clean_text` (composed; controls are spaces), and the tokens and offsets returned are those of `text`
+    itself: `text[s:e] == token` always holds, and no token holds a control character."""
+    clean = clean_text(text)
+    if clean.origin is None:
+        return _tokenize(text, lang)
+    tokens, offsets = _tokenize(clean.text, lang)
+    spans = [clean.to_original(s, e) for s, e in offsets]
+    return [text[s:e] for s, e in spans], spans
+
+
+def _tokenize(text: str, lang: str) -> tuple[list[str], list[tuple[int, int]]]:
     tokens: list[str] = []
     offsets: list[tuple[int, int]] = []
     char_level = lang in CHAR_LEVEL_LANGS
@@ -141,3 +154,93 @@ def normalize(token: str) -> str:
 
 def is_punct(token: str) -> bool:
     return all(unicodedata.category(ch)[0] in "PS" for ch in token)
+
+
+# -- bounds on the work one sentence can cause ----------------------------------------------------------------
+
+# Apertium's analysis is super-linear in a token's length (a 5,000-character token costs seconds, 500 costs
+# nothing measurable): a longer token is refused by the services (422) and discarded by jobs and the CLI
+MAX_TOKEN_CHARS = 200
+
+
+def first_long_token(tokens: Sequence[str], limit: int = MAX_TOKEN_CHARS) -> int | None:
+    """Index of the first token longer than `limit` characters, None when there is none."""
+    for i, tok in enumerate(tokens):
+        if len(tok) > limit:
+            return i
+    return None
+
+
+# -- text as the engines see it ---------------------------------------------------------------------------------
+
+# characters that are whitespace to crop: C0/C1 controls (Cc: BEL, ESC, ...) and the invisible format characters
+# that only steer rendering (zero-width space, BOM, bidirectional embeddings and isolates); ZWJ and ZWNJ stay,
+# they are spelling in Persian and Indic scripts
+_CONTROL_RE = re.compile("[\x00-\x1f\x7f-\x9f\u200b\u200e\u200f\u202a-\u202e\u2060\u2066-\u2069\ufeff]")
+
+
+class CleanText:
+    """`text` as the engines and matching see it: NFC (composed) and control characters replaced by spaces.
+    `origin[i]` is the index in the original text where clean character i starts (`origin[len(text)]` is the
+    original's length); `origin` is None when the clean text is the original."""
+
+    def __init__(self, text: str, origin: list[int] | None) -> None:
+        self.text = text
+        self.origin = origin
+
+    def to_original(self, start: int, end: int) -> tuple[int, int]:
+        """The original offsets of the clean characters start..end."""
+        if self.origin is None:
+            return start, end
+        return self.origin[start], self.origin[end]
+
+
+def is_clean(text: str) -> bool:
+    return unicodedata.is_normalized("NFC", text) and _CONTROL_RE.search(text) is None
+
+
+def clean_text(text: str) -> CleanText:
+    """NFC with control characters as spaces, and where each clean character came from (see CleanText)."""
+    if is_clean(text):
+        return CleanText(text, None)
+    out: list[str] = []
+    origin: list[int] = []
+    i, n = 0, len(text)
+    while i < n:
+        # a run that NFC may compose into fewer characters: a starter and what combines with it
+        j = i + 1
+        while j < n and not _CONTROL_RE.match(text[j]) and _composes(text[i:j], text[j]):
+            j += 1
+        piece = text[i:j]
+        piece = " " if _CONTROL_RE.match(piece) else unicodedata.normalize("NFC", piece)
+        for k in range(len(piece)):
+            out.append(piece[k])
+            # a composed run maps to its start; characters NFC left apart keep their own place when it can tell
+            origin.append(i + k if len(piece) == j - i else i)
+        i = j
+    origin.append(n)
+    return CleanText("".join(out), origin)
+
+
+def _composes(run: str, ch: str) -> bool:
+    """Whether `ch` belongs to the NFC run before it: a combining mark, or a character NFC joins to it (Hangul
+    jamo are starters that compose)."""
+    if unicodedata.combining(ch):
+        return True
+    return len(unicodedata.normalize("NFC", run + ch)) <= len(unicodedata.normalize("NFC", run))
+
+
+def clean(text: str) -> str:
+    """The clean text of `text` (NFC, control characters as spaces)."""
+    return clean_text(text).text
+
+
+def trim_punct(tokens: Sequence[str], lo: int, hi: int) -> tuple[int, int]:
+    """The token span lo..hi without the punctuation-only tokens at its edges (an entity never starts or ends
+    with one); unchanged when nothing but punctuation is left."""
+    a, b = lo, hi
+    while a < b and is_punct(tokens[a]):
+        a += 1
+    while b > a and is_punct(tokens[b - 1]):
+        b -= 1
+    return (a, b) if a < b else (lo, hi)

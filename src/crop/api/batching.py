@@ -2,8 +2,13 @@
 takes the oldest item, gathers more items of the same kind (same language pair, same mode) until the batch is
 full (items or tokens) or a short wait has passed, and runs the engine once for all of them in a worker thread.
 
-A full queue refuses new requests (`QueueFull`, answered 429 with Retry-After); a request that waits longer than
-its timeout gets `asyncio.TimeoutError` (504) and its items are dropped from the queue.
+A full queue refuses new requests (`QueueFull`, answered 429 with Retry-After), and a request with more items
+than the queue can ever hold is refused for good (`TooManyItems`, 413); a request that waits longer than its
+timeout gets `TimeoutError` (504), and a request that is cancelled (its client went away) leaves nothing behind:
+the items of both are dropped from the queue and never reach the engine.
+
+A batch that fails is retried item by item, so that one bad item does not fail the others, unless the engine
+itself is down (`EngineUnavailable`): then every item of the batch fails at once with it.
 """
 
 from __future__ import annotations
@@ -17,6 +22,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+from crop.errors import EngineUnavailable
+
 log = logging.getLogger(__name__)
 
 # runs one batch: (key, items) -> one result per item, in order
@@ -27,6 +34,11 @@ class QueueFull(Exception):
     def __init__(self, waiting: int, retry_after: float) -> None:
         super().__init__(f"{waiting} items are waiting; retry in {retry_after:.0f} s")
         self.retry_after = retry_after
+
+
+class TooManyItems(Exception):
+    def __init__(self, items: int, max_queue: int) -> None:
+        super().__init__(f"{items} items in one request; the queue holds at most {max_queue}")
 
 
 @dataclass
@@ -78,6 +90,8 @@ class BatchQueue:
         """Queue the items of one request; their results in order once all have run."""
         if self._wakeup is None:
             raise RuntimeError("BatchQueue.start() was not called")
+        if len(values) > self.max_queue:
+            raise TooManyItems(len(values), self.max_queue)
         if len(self._items) + len(values) > self.max_queue:
             retry = max(1.0, round(len(self._items) * self._seconds_per_item))
             raise QueueFull(len(self._items), retry)
@@ -146,18 +160,25 @@ class BatchQueue:
             results = await loop.run_in_executor(self._executor, self.run, key, [it.value for it in batch])
             if len(results) != len(batch):
                 raise RuntimeError(f"engine returned {len(results)} results for {len(batch)} items")
+        except EngineUnavailable as exc:  # not the items' fault: one by one would only multiply the wait
+            log.warning("engine unavailable", extra={"key": str(key), "size": len(batch), "error": repr(exc)})
+            _fail(batch, exc)
+            return
         except Exception as exc:
             if len(batch) == 1:
-                log.error("item failed", extra={"key": str(key), "error": repr(exc)})
-                if not batch[0].future.done():
-                    batch[0].future.set_exception(exc)
+                # the request's answer (4xx for bad input, 5xx otherwise) is logged at the level its status calls for
+                log.info("item failed", extra={"key": str(key), "error": repr(exc)})
+                _fail(batch, exc)
                 return
             # find the item(s) the engine fails on: each alone, so that the others still get their results
-            log.warning("batch failed, retrying its items one by one",
+            log.info("batch failed, retrying its items one by one",
                         extra={"key": str(key), "size": len(batch), "error": repr(exc)})
-            for it in batch:
+            for i, it in enumerate(batch):
                 if not it.future.done():
                     await self._run(key, [it])
+                    if _engine_down(it):  # it went down meanwhile: the others would only wait for the same
+                        _fail(batch[i + 1:], it.future.exception())  # type: ignore[arg-type]
+                        return
             return
         finally:
             seconds = time.perf_counter() - t0
@@ -167,3 +188,14 @@ class BatchQueue:
         for it, result in zip(batch, results, strict=True):
             if not it.future.done():
                 it.future.set_result(result)
+
+
+def _fail(batch: list[_Item], exc: BaseException) -> None:
+    for it in batch:
+        if not it.future.done():
+            it.future.set_exception(exc)
+
+
+def _engine_down(item: _Item) -> bool:
+    f = item.future
+    return f.done() and not f.cancelled() and isinstance(f.exception(), EngineUnavailable)

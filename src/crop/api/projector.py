@@ -15,7 +15,7 @@ from fastapi import FastAPI, Request
 from crop.api.schemas import ProjectItem, ProjectorInfo, ProjectRequest, ProjectResponse
 from crop.api.service import V1, create_service, get_state
 from crop.api.settings import ProjectorSettings
-from crop.project import ALL_METHODS, ProjectionRequest, Projector, ProjectorConfig
+from crop.project import ProjectionRequest, Projector, ProjectorConfig
 from crop.text import tokenize
 
 
@@ -37,9 +37,7 @@ def _run(engine: Projector, key: Hashable, items: list[Any]) -> list[Any]:
 
 def create_app(settings: ProjectorSettings | None = None) -> FastAPI:
     settings = settings or ProjectorSettings()
-    methods = ALL_METHODS if settings.methods == "all" else tuple(
-        m.strip() for m in settings.methods.split(",") if m.strip())
-    config = ProjectorConfig(methods=methods, policy=settings.policy,  # type: ignore[arg-type]
+    config = ProjectorConfig(methods=settings.method_names(), policy=settings.policy,  # type: ignore[arg-type]
                              langid=settings.langid, max_tokens=settings.max_tokens)
 
     def load() -> Projector:
@@ -61,7 +59,7 @@ def create_app(settings: ProjectorSettings | None = None) -> FastAPI:
     async def project(body: ProjectRequest, request: Request) -> ProjectResponse:
         state = get_state(request)
         texts = [" ".join(it.tokens) if it.tokens else (it.text or "") for it in body.items]
-        state.check_sizes(texts)
+        state.check_sizes(texts, [it.lang for it in body.items], "items")
         # one queue key per language: the language-id filter runs per pair
         by_lang: dict[str, list[int]] = {}
         for i, it in enumerate(body.items):

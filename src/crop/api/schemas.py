@@ -2,38 +2,43 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+import re
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
+from crop.io import lone_surrogate  # one copy: the CLI's readers refuse the same lines
+from crop.langcodes import LANG_CODE_PATTERN, normalize_lang
 from crop.types import AlignedTranslation, LabeledResult, ProjectionResult, Span
 
-Lang = Field(min_length=2, max_length=12, pattern=r"^[A-Za-z]{2,3}([_-][A-Za-z0-9]+)?$",
-             description="ISO 639-1 or -3 code (es, spa); FLORES-style codes (spa_Latn) are accepted too")
+# every language field of every request: normalized before the engines see it (spa, spa_Latn, es-ES, ES -> es)
+Lang = Annotated[str, Field(min_length=2, max_length=35, pattern=LANG_CODE_PATTERN,
+                            description="language: ISO 639-1 or 639-3 code in any case (es, spa, ES), optionally "
+                            "with a BCP-47 region or script (es-ES) or a FLORES script (spa_Latn); crop uses it as "
+                            "ISO 639-1 where there is one"),
+                 AfterValidator(normalize_lang)]
+
+_BIO_PREFIX = re.compile(r"^[BI]-", re.IGNORECASE)
 
 
-def lone_surrogate(value: Any, where: str = "") -> str | None:
-    """Where in a decoded JSON value a string holds a lone surrogate (`"\\ud800"` is valid JSON but no text:
-    neither UTF-8 nor the engines can carry it), as a message; None when there is none."""
-    if isinstance(value, str):
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError as exc:
-            return (f"`{where or 'body'}` has a lone surrogate (U+{ord(value[exc.start]):04X}) at character "
-                    f"{exc.start}: text must be valid Unicode")
-        return None
-    if isinstance(value, dict):
-        for k, v in value.items():
-            path = f"{where}.{k}" if where else str(k)
-            found = lone_surrogate(k, f"a key of {where or 'body'}") or lone_surrogate(v, path)
-            if found:
-                return found
-    elif isinstance(value, list | tuple):
-        for i, v in enumerate(value):
-            found = lone_surrogate(v, f"{where}[{i}]")
-            if found:
-                return found
-    return None
+def check_label(label: str) -> str:
+    """An entity type (PER, LOC, ...) as the projector writes it into BIO tags: not empty, not "O", no BIO
+    prefix (the projector adds it: "B-PER" would become the tag "B-B-PER"), no whitespace or control characters."""
+    if not label:
+        raise ValueError("`label` is empty")
+    if label.upper() == "O":
+        raise ValueError(f"`label` {label!r} is the outside tag, not an entity type")
+    if _BIO_PREFIX.match(label):
+        raise ValueError(f"`label` {label!r} has a BIO prefix: give the entity type ({label[2:]!r})")
+    if not label.isprintable() or any(c.isspace() for c in label):
+        raise ValueError(f"`label` {label!r} has whitespace or control characters")
+    return label
+
+
+Label = Annotated[str, Field(min_length=1, max_length=32, description="entity type (PER, LOC, ...), without a BIO "
+                             "prefix"), AfterValidator(check_label)]
 
 
 class _Strict(BaseModel):
@@ -73,8 +78,8 @@ class TextsRequest(_Strict):
 
 
 class TranslateRequest(TextsRequest):
-    src: str = Lang
-    tgt: str = Lang
+    src: Lang
+    tgt: Lang
 
 
 class TranslateResponse(BaseModel):
@@ -84,7 +89,7 @@ class TranslateResponse(BaseModel):
 class SpanIn(_Strict):
     start: int = Field(ge=0)
     end: int = Field(ge=0)
-    label: str = Field(min_length=1, max_length=32)
+    label: Label
 
 
 class LabeledItemIn(_Strict):
@@ -102,8 +107,8 @@ class LabeledItemIn(_Strict):
 
 class LabeledTranslateRequest(_Strict):
     items: list[LabeledItemIn] = Field(min_length=1)
-    src: str = Lang
-    tgt: str = Lang
+    src: Lang
+    tgt: Lang
 
 
 class LabeledTranslateResponse(BaseModel):
@@ -112,8 +117,8 @@ class LabeledTranslateResponse(BaseModel):
 
 class AlignedTranslateRequest(_Strict):
     sentences: list[list[str]] = Field(min_length=1, description="tokenized sentences")
-    src: str = Lang
-    tgt: str = Lang
+    src: Lang
+    tgt: Lang
 
     @model_validator(mode="after")
     def _not_empty(self) -> AlignedTranslateRequest:
@@ -139,7 +144,7 @@ class TranslatorInfo(BaseModel):
 
 
 class TagRequest(TextsRequest):
-    lang: str = Lang
+    lang: Lang
     mode: Literal["crop", "model"] = Field(
         default="crop", description="crop: translate to English, tag, project back (any language the translator "
         "serves); model: the tagger's own model on the text (the languages it tags)")
@@ -165,27 +170,86 @@ class TagResponse(BaseModel):
     results: list[TagResult]
 
 
+class UpstreamInfo(BaseModel):
+    """A service this one calls (the tagger's remote translator), as seen from here."""
+
+    url: str
+    state: Literal["connecting", "up", "down"] = Field(
+        description="connecting: not reached yet since start (retried with backoff); up: answering; down: its "
+        "last request failed (calls fail at once with 503 for a few seconds, then it is tried again)")
+    since: datetime = Field(description="when it entered this state")
+    last_error: str | None = Field(default=None, description="the latest failure, if any")
+
+
 class TaggerInfo(BaseModel):
     service: Literal["tagger"] = "tagger"
     engine: str
     model_languages: list[str] = Field(description="languages mode model tags ('*': any)")
-    crop_languages: list[str] = Field(description="languages mode crop serves (through the pivot)")
+    crop_languages: list[str] = Field(description="languages mode crop serves (through the pivot); empty while "
+                                      "a remote translator is not connected yet")
     translator: str
     pivot: str
-    ready: bool
+    ready: bool = Field(description="the tagger's model is loaded (mode model works; mode crop also needs the "
+                        "translator: see `upstream`)")
+    upstream: UpstreamInfo | None = Field(default=None, description="the remote translator of mode crop "
+                                          "(CROP_TAGGER_TRANSLATOR=remote:...); null for an in-process one")
 
 
 # -- projector ----------------------------------------------------------------------------------------------------
 
 
+def _source_span(span: Span) -> Span:
+    check_label(span.label)
+    if span.start >= span.end:
+        raise ValueError(f"span [{span.start}, {span.end}) is empty: `start` must be before `end`")
+    return span
+
+
+def _check_source(spans: Sequence[Span], source_text: str | None) -> None:
+    """Source spans inside `source_text` (when given) and neither duplicated nor overlapping: a second span over
+    the same words would place (and relabel) the same entity twice."""
+    for i, s in enumerate(spans):
+        if source_text is not None and s.end > len(source_text):
+            raise ValueError(f"`source[{i}]` [{s.start}, {s.end}) is outside `source_text` (length "
+                             f"{len(source_text)})")
+    order = sorted(range(len(spans)), key=lambda i: (spans[i].start, spans[i].end))
+    for a, b in zip(order, order[1:], strict=False):
+        sa, sb = spans[a], spans[b]
+        if (sa.start, sa.end) == (sb.start, sb.end):
+            raise ValueError(f"`source[{max(a, b)}]` repeats the offsets [{sa.start}, {sa.end}) of "
+                             f"`source[{min(a, b)}]`: each entity once")
+        if sb.start < sa.end:
+            raise ValueError(f"`source[{b}]` [{sb.start}, {sb.end}) overlaps `source[{a}]` [{sa.start}, {sa.end})")
+
+
+def _check_back(back: LabeledResult, n_source: int, where: str) -> None:
+    """The references of a labeled back-translation (and of its alternatives) point at source spans, and its
+    spans lie inside its text."""
+    for kind, spans in (("spans", back.spans), ("fragments", back.fragments)):
+        for i, s in enumerate(spans):
+            if s.ref is not None and not 0 <= s.ref < n_source:
+                raise ValueError(f"`{where}.{kind}[{i}].ref` is {s.ref}, but `source` has {n_source} spans")
+            if not s.start <= s.end <= len(back.text):
+                raise ValueError(f"`{where}.{kind}[{i}]` [{s.start}, {s.end}) is outside `{where}.text` (length "
+                                 f"{len(back.text)})")
+    for i, ref in enumerate(back.lost):
+        if not 0 <= ref < n_source:
+            raise ValueError(f"`{where}.lost[{i}]` is {ref}, but `source` has {n_source} spans")
+    for k, alt in enumerate(back.alternatives):
+        _check_back(alt, n_source, f"{where}.alternatives[{k}]")
+
+
 class ProjectItem(_Strict):
     id: str = ""
-    lang: str = Lang
+    lang: Lang
     tokens: list[str] | None = Field(default=None, description="the raw sentence's tokens (or give `text`)")
     text: str | None = Field(default=None, description="the raw sentence (tokenized by crop when no tokens)")
-    source: list[Span] = Field(description="entities of the English sentence")
+    source: list[Annotated[Span, AfterValidator(_source_span)]] = Field(
+        description="entities of the English sentence (character offsets into `source_text`; labels are entity "
+        "types without a BIO prefix; no two spans overlap)")
     source_text: str | None = Field(default=None, description="the English sentence")
-    back: LabeledResult | None = Field(default=None, description="the labeled back-translation")
+    back: LabeledResult | None = Field(default=None, description="the labeled back-translation (`ref`: index in "
+                                       "`source`)")
     forward: AlignedTranslation | None = Field(default=None, description="word-aligned forward translation")
     source_is_translation: bool = False
 
@@ -193,6 +257,9 @@ class ProjectItem(_Strict):
     def _sentence(self) -> ProjectItem:
         if not self.tokens and not (self.text and self.text.strip()):
             raise ValueError("give the raw sentence as `tokens` or `text`")
+        _check_source(self.source, self.source_text)
+        if self.back is not None:
+            _check_back(self.back, len(self.source), "back")
         return self
 
 

@@ -1,7 +1,11 @@
-"""What every crop service shares: the app factory (engine loaded in the background at start-up, the batch
-queue), health (`/health/live`, `/health/ready`: 503 until the engine is loaded), Prometheus `/metrics`, a
-request id on every response and log line, bearer API keys on `/v1`, body-size limits (413), and errors that say
-what is wrong (4xx) or what failed (5xx), as JSON `{"detail": ...}`.
+"""What every crop service shares: the app factory (engine loaded in the background at start-up, retried with
+backoff until it loads; the batch queue), health (`/health/live`, `/health/ready`: 503 until the engine is
+loaded), Prometheus `/metrics` (labels from a closed set: a made-up method or path cannot add series), a request
+id on every response and log line, bearer API keys on `/v1` (declared in OpenAPI), JSON bodies only (415), size
+limits (413 for the body, the items, the characters; 422 for a token longer than `max_token_chars`), the work of
+a request that timed out or whose client went away dropped from the queue, an engine that is down answered 503
+with Retry-After, errors that say what is wrong (4xx, logged at INFO, 413/429 at WARNING) or what failed (5xx,
+logged at ERROR), as JSON `{"detail": ...}`, and `/docs` served from the package (no CDN).
 """
 
 from __future__ import annotations
@@ -12,23 +16,46 @@ import math
 import secrets
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Hashable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Sequence
 from contextlib import asynccontextmanager
-from typing import Any
+from contextvars import ContextVar
+from typing import Any, TypeVar
 
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from swagger_ui_bundle import swagger_ui_path
 
-from crop.api.batching import BatchQueue, QueueFull
+from crop.api.batching import BatchQueue, QueueFull, TooManyItems
 from crop.api.settings import ServiceSettings
+from crop.errors import EngineUnavailable
 from crop.log import request_id
+from crop.text import first_long_token, tokenize
 from crop.translate.base import UnsupportedPair
 
 log = logging.getLogger("crop.api")
+
+T = TypeVar("T")
+
+# metric labels come from closed sets: a method outside this one, or a path no route matches, is "other"
+HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE", "CONNECT"})
+OTHER = "other"
+# quiet paths: probes and scrapes, not logged
+OPERATIONS = frozenset({"/metrics", "/health/live", "/health/ready"})
+DOCS_ASSETS = "/docs/assets"
+
+# set while a request is served: an event set once its client has gone away (BodyLimit watches for it)
+client_gone: ContextVar[asyncio.Event | None] = ContextVar("client_gone", default=None)
+
+
+class ClientGone(Exception):
+    """The client closed the connection before its answer was ready."""
 
 
 class ServiceState:
@@ -40,6 +67,7 @@ class ServiceState:
         self.engine: Any = None
         self.ready = False
         self.load_error: str | None = None
+        self.load_attempts = 0  # failed attempts to load the engine so far
         self.queue: BatchQueue | None = None
         self.registry = CollectorRegistry()
         self.latency = Histogram("crop_request_seconds", "request latency", ["route", "method", "status"],
@@ -57,30 +85,93 @@ class ServiceState:
         self.batch_size.observe(size)
         self.batch_seconds.observe(seconds)
 
-    def check_sizes(self, texts: Sequence[str]) -> None:
-        """413 for a request with too many sentences or too long a sentence."""
+    def check_sizes(self, texts: Sequence[str], lang: str | Sequence[str] = "", field: str = "texts") -> None:
+        """413 for a request with more sentences than a request (or the queue) may hold or too long a sentence,
+        422 for a sentence with a token longer than `max_token_chars` (the engines' cost grows faster than a
+        token's length), located at `field`[i] of the body like FastAPI's own 422s. `lang`: the texts'
+        language, or one per text (tokenization depends on it)."""
         s = self.settings
         if len(texts) > s.max_items:
             raise HTTPException(413, f"{len(texts)} sentences in one request; at most {s.max_items}")
-        for i, t in enumerate(texts):
+        if len(texts) > s.max_queue:
+            raise HTTPException(413, f"{len(texts)} sentences in one request; the queue holds at most {s.max_queue}")
+        langs = [lang] * len(texts) if isinstance(lang, str) else lang
+        for i, (t, lg) in enumerate(zip(texts, langs, strict=True)):
             if len(t) > s.max_text_chars:
                 raise HTTPException(413, f"sentence {i} has {len(t)} characters; at most {s.max_text_chars}")
+            token = _long_token(t, lg, s.max_token_chars)
+            if token is not None:
+                raise RequestValidationError([{
+                    "type": "token_too_long", "loc": ("body", field, i), "input": token[:40] + "...",
+                    "msg": f"sentence {i} has a token of {len(token)} characters; at most {s.max_token_chars}",
+                    "ctx": {"length": len(token), "max_token_chars": s.max_token_chars}}])
 
     async def submit(self, key: Hashable, values: Sequence[Any], texts: Sequence[str]) -> list[Any]:
-        """Run items through the batch queue (tokens counted by whitespace); HTTP errors for a full queue (429),
-        a timeout (504), an engine that refuses the input (400) or fails (500)."""
+        """Run items through the batch queue (tokens counted by whitespace); HTTP errors for more items than the
+        queue can hold (413), a full queue (429), a timeout (504), an engine that refuses the input (400), is
+        down (503 with Retry-After) or fails (500). Items of a client that went away are dropped (499)."""
         if not self.ready or self.queue is None:
             raise HTTPException(503, f"{self.name} is not ready: " + (self.load_error or "the engine is loading"))
         try:
-            return await self.queue.submit(key, values, [len(t.split()) for t in texts],
-                                           timeout=self.settings.request_timeout)
+            return await _unless_gone(self.queue.submit(key, values, [len(t.split()) for t in texts],
+                                                        timeout=self.settings.request_timeout))
+        except TooManyItems as exc:
+            raise HTTPException(413, str(exc)) from exc
         except QueueFull as exc:
             raise HTTPException(429, f"too many requests waiting: {exc}",
                                 headers={"Retry-After": str(int(exc.retry_after))}) from exc
         except TimeoutError as exc:
             raise HTTPException(504, f"no result within {self.settings.request_timeout:g} s") from exc
+        except ClientGone as exc:
+            raise HTTPException(499, "the client closed the connection") from exc
+        except EngineUnavailable as exc:
+            retry = max(1, math.ceil(exc.retry_after))
+            raise HTTPException(503, f"the {self.name}'s engine ({self.engine_name()}) is unavailable: {exc}; "
+                                     f"retry in {retry} s", headers={"Retry-After": str(retry)}) from exc
         except (UnsupportedPair, ValueError) as exc:
             raise HTTPException(400, str(exc)) from exc
+
+    def engine_name(self) -> str:
+        return str(getattr(self.engine, "name", None) or self.name)
+
+    def readiness(self) -> JSONResponse:
+        if self.ready:
+            return JSONResponse({"status": "ready"})
+        if self.load_error is None:
+            return JSONResponse({"status": "loading", "detail": "the engine is loading", "attempts": 0},
+                                status_code=503)
+        return JSONResponse({"status": "retrying", "detail": self.load_error, "attempts": self.load_attempts},
+                            status_code=503)
+
+
+def _long_token(text: str, lang: str, limit: int) -> str | None:
+    """The first token of `text` longer than `limit` characters, if any. Tokens never span whitespace, so only a
+    text with a long chunk between spaces is tokenized (the others cannot have one)."""
+    if all(len(chunk) <= limit for chunk in text.split()):
+        return None
+    tokens = tokenize(text, lang)[0]
+    j = first_long_token(tokens, limit)
+    return None if j is None else tokens[j]
+
+
+async def _unless_gone(work: Awaitable[T]) -> T:
+    """`await work`, unless the client of the request being served goes away first: then the work is cancelled
+    (the queue drops its items, so they never reach the engine) and ClientGone is raised."""
+    gone = client_gone.get()
+    if gone is None:
+        return await work
+    task = asyncio.ensure_future(work)
+    waiter = asyncio.ensure_future(gone.wait())
+    try:
+        await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        waiter.cancel()
+        if not task.done():
+            task.cancel()
+            await asyncio.wait({task})  # its items are out of the queue once it has handled the cancellation
+    if task.cancelled():
+        raise ClientGone
+    return task.result()
 
 
 def json_safe(value: Any) -> Any:
@@ -101,19 +192,38 @@ def get_state(request: Request) -> ServiceState:
     return request.app.state.service
 
 
-def require_api_key(request: Request) -> None:
+# declares the scheme in OpenAPI (an Authorize button in /docs); the check and its 401 are require_api_key's
+# (declared only when the service has keys: see _without_auth_in_openapi)
+bearer = HTTPBearer(auto_error=False, description="an API key of the service (CROP_<SERVICE>_API_KEYS)")
+
+
+def require_api_key(request: Request, credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> None:
     keys = get_state(request).settings.api_keys
     if not keys:
         return
-    auth = request.headers.get("authorization", "")
-    scheme, _, token = auth.partition(" ")
-    if scheme.lower() != "bearer" or not any(secrets.compare_digest(token.strip(), k) for k in keys):
+    token = credentials.credentials.strip() if credentials is not None else ""
+    if not any(secrets.compare_digest(token.encode(), k.encode()) for k in keys):
         raise HTTPException(401, "missing or wrong API key (Authorization: Bearer <key>)",
                             headers={"WWW-Authenticate": "Bearer"})
 
 
+JSON_BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+
+
+def require_json(request: Request) -> None:
+    """415 for a body sent as anything but JSON (no Content-Type at all is read as JSON)."""
+    content_type = request.headers.get("content-type")
+    if request.method not in JSON_BODY_METHODS or content_type is None:
+        return
+    media = content_type.partition(";")[0].strip().lower()
+    if media != "application/json" and not media.endswith("+json"):
+        raise HTTPException(415, f"Content-Type {content_type.strip()[:100]!r} is not accepted; "
+                                 "send the body as application/json")
+
+
 class BodyLimit:
-    """413 for a request body over `max_bytes`, by Content-Length or while it streams in."""
+    """413 for a request body over `max_bytes`, by Content-Length or while it streams in. Once the body is in,
+    it watches the connection: `client_gone` is set when the client goes away before its answer."""
 
     def __init__(self, app: ASGIApp, max_bytes: int) -> None:
         self.app = app
@@ -143,15 +253,30 @@ class BodyLimit:
                 return
             chunks.append(chunk)
             more = message.get("more_body", False)
-        await self.app(scope, _replay(chunks, None), send)
+        gone = asyncio.Event()
+        token = client_gone.set(gone)
+        watcher = asyncio.create_task(_watch(receive, gone))
+        try:
+            await self.app(scope, _replay(chunks, None, gone), send)
+        finally:
+            watcher.cancel()
+            client_gone.reset(token)
 
     async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
         response = JSONResponse({"detail": f"request body larger than {self.max_bytes} bytes"}, status_code=413)
         await response(scope, receive, send)
 
 
-def _replay(chunks: list[bytes], final: Message | None) -> Receive:
-    """A `receive` that gives the body read already, then what the client sends next (a disconnect)."""
+async def _watch(receive: Receive, gone: asyncio.Event) -> None:
+    """Set `gone` when the client disconnects (after the body, the server's next message is the disconnect)."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
+    gone.set()
+
+
+def _replay(chunks: list[bytes], final: Message | None, gone: asyncio.Event | None = None) -> Receive:
+    """A `receive` that gives the body read already, then what the client sends next (a disconnect, once `gone`
+    is set)."""
     pending: list[Message] = [{"type": "http.request", "body": b"".join(chunks), "more_body": False}] if chunks or \
         final is None else []
     if final is not None:
@@ -160,10 +285,29 @@ def _replay(chunks: list[bytes], final: Message | None) -> Receive:
     async def receive() -> Message:
         if pending:
             return pending.pop(0)
-        await asyncio.Event().wait()  # nothing more will come: wait until the server cancels us
-        raise RuntimeError("unreachable")
+        await (gone or asyncio.Event()).wait()  # without `gone`, wait until the server cancels us
+        return {"type": "http.disconnect"}
 
     return receive
+
+
+def _backoff(attempt: int, settings: ServiceSettings) -> float:
+    """Seconds to wait after failed attempt `attempt` (1, 2, ...): doubling from the first wait, capped."""
+    return min(settings.load_retry_initial * 2 ** min(attempt - 1, 60), settings.load_retry_max)
+
+
+def _labels(request: Request) -> tuple[str, str]:
+    """(route, method) metric labels: the route's template and a standard method, else "other"."""
+    route = getattr(request.scope.get("route"), "path", None)
+    method = request.method if request.method in HTTP_METHODS else OTHER
+    return (route if isinstance(route, str) else OTHER), method
+
+
+def _log_level(status: int) -> int:
+    """5xx: ERROR; an overloaded or oversized request (413, 429): WARNING; other client errors and success: INFO."""
+    if status >= 500:
+        return logging.ERROR
+    return logging.WARNING if status in (413, 429) else logging.INFO
 
 
 def create_service(name: str, settings: ServiceSettings, load: Callable[[], Any], run: Callable[[Any, Hashable,
@@ -175,19 +319,25 @@ def create_service(name: str, settings: ServiceSettings, load: Callable[[], Any]
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async def load_engine() -> None:
-            try:
-                state.engine = await asyncio.to_thread(load)
-            except Exception as exc:  # the service stays live and says why it is not ready
-                state.load_error = f"{type(exc).__name__}: {exc}"
-                log.error("engine failed to load", extra={"service": name, "error": state.load_error})
-                return
+            while True:
+                try:
+                    state.engine = await asyncio.to_thread(load)
+                    break
+                except Exception as exc:  # the service stays live, says why it is not ready, and tries again
+                    state.load_attempts += 1
+                    state.load_error = f"{type(exc).__name__}: {exc}"
+                    wait = _backoff(state.load_attempts, settings)
+                    log.error("engine failed to load", extra={"service": name, "error": state.load_error,
+                                                              "attempt": state.load_attempts, "retry_in": wait})
+                    await asyncio.sleep(wait)
+            state.load_error = None
             state.queue = BatchQueue(lambda key, items: run(state.engine, key, items),
                                      max_batch_size=settings.max_batch_size,
                                      max_batch_tokens=settings.max_batch_tokens, max_wait_ms=settings.max_wait_ms,
                                      max_queue=settings.max_queue, on_batch=state.observe_batch)
             state.queue.start()
             state.ready = True
-            log.info("ready", extra={"service": name})
+            log.info("ready", extra={"service": name, "attempts": state.load_attempts + 1})
 
         loader = asyncio.create_task(load_engine())
         yield
@@ -195,7 +345,8 @@ def create_service(name: str, settings: ServiceSettings, load: Callable[[], Any]
         if state.queue is not None:
             await state.queue.stop()
 
-    app = FastAPI(title=f"crop {name}", description=description, version="0.1.0", lifespan=lifespan)
+    app = FastAPI(title=f"crop {name}", description=description, version="0.1.0", lifespan=lifespan,
+                  docs_url=None, redoc_url=None)
     app.state.service = state
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
 
@@ -211,15 +362,13 @@ def create_service(name: str, settings: ServiceSettings, load: Callable[[], Any]
             response.headers["X-Request-ID"] = rid
             return response
         finally:
-            route = request.scope.get("route")
-            path = getattr(route, "path", "unmatched")
+            path, method = _labels(request)
             seconds = time.perf_counter() - t0
-            state.latency.labels(path, request.method, str(status)).observe(seconds)
+            state.latency.labels(path, method, str(status)).observe(seconds)
             state.requests.labels(path, str(status)).inc()
-            if path not in ("/metrics", "/health/live", "/health/ready"):
-                level = logging.WARNING if status >= 500 else logging.INFO
-                log.log(level, "request", extra={"service": name, "method": request.method, "path": path,
-                                                 "status": status, "ms": round(seconds * 1000, 1)})
+            if path not in OPERATIONS:
+                log.log(_log_level(status), "request", extra={"service": name, "method": method, "path": path,
+                                                              "status": status, "ms": round(seconds * 1000, 1)})
             request_id.reset(token)
 
     @app.exception_handler(RequestValidationError)
@@ -236,18 +385,51 @@ def create_service(name: str, settings: ServiceSettings, load: Callable[[], Any]
     def live() -> dict[str, str]:
         return {"status": "live"}
 
-    @app.get("/health/ready", tags=["operations"], responses={503: {"description": "the engine is not loaded"}})
+    @app.get("/health/ready", tags=["operations"],
+             responses={503: {"description": "the engine is not loaded yet (loading, or retrying after an error: "
+                                             "`detail` is the last error, `attempts` the failed attempts)"}})
     def ready() -> JSONResponse:
-        if state.ready:
-            return JSONResponse({"status": "ready"})
-        return JSONResponse({"status": "loading" if state.load_error is None else "failed",
-                             "detail": state.load_error or "the engine is loading"}, status_code=503)
+        return state.readiness()
 
     @app.get("/metrics", tags=["operations"], response_class=PlainTextResponse)
     def metrics() -> PlainTextResponse:
         return PlainTextResponse(generate_latest(state.registry), media_type=CONTENT_TYPE_LATEST)
 
+    _add_docs(app)
+    if not settings.api_keys:
+        _without_auth_in_openapi(app)
     return app
 
 
-V1 = [Depends(require_api_key)]
+def _without_auth_in_openapi(app: FastAPI) -> None:
+    """The OpenAPI of a service without API keys: no security scheme, no Authorize button (nothing asks for one)."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = build()
+            for operations in schema.get("paths", {}).values():
+                for operation in operations.values():
+                    operation.pop("security", None)
+            components = schema.get("components", {})
+            components.pop("securitySchemes", None)
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+def _add_docs(app: FastAPI) -> None:
+    """`/docs`: Swagger UI from the package's own copy (swagger-ui-bundle), so that it works offline."""
+    app.mount(DOCS_ASSETS, StaticFiles(directory=str(swagger_ui_path)), name="swagger-ui")
+
+    @app.get("/docs", include_in_schema=False)
+    def docs(request: Request) -> HTMLResponse:
+        root = request.scope.get("root_path", "").rstrip("/")
+        return get_swagger_ui_html(openapi_url=root + (app.openapi_url or "/openapi.json"), title=app.title + " - docs",
+                                   swagger_js_url=f"{root}{DOCS_ASSETS}/swagger-ui-bundle.js",
+                                   swagger_css_url=f"{root}{DOCS_ASSETS}/swagger-ui.css",
+                                   swagger_favicon_url=f"{root}{DOCS_ASSETS}/favicon-32x32.png")
+
+
+V1 = [Depends(require_api_key), Depends(require_json)]

@@ -70,7 +70,7 @@ def create_app(settings: TranslatorSettings | None = None, engine: Translator | 
     async def translate(body: TranslateRequest, request: Request) -> TranslateResponse:
         state = get_state(request)
         texts = body.all_texts()
-        state.check_sizes(texts)
+        state.check_sizes(texts, body.src)
         _check_pair(state, body.src, body.tgt)
         out = await state.submit(("plain", body.src, body.tgt), texts, texts)
         return TranslateResponse(translations=out)
@@ -81,7 +81,7 @@ def create_app(settings: TranslatorSettings | None = None, engine: Translator | 
     async def translate_labeled(body: LabeledTranslateRequest, request: Request) -> LabeledTranslateResponse:
         state = get_state(request)
         texts = [it.text for it in body.items]
-        state.check_sizes(texts)
+        state.check_sizes(texts, body.src, "items")
         _check_pair(state, body.src, body.tgt)
         items = [LabeledItem(text=it.text, spans=[Span(start=s.start, end=s.end, label=s.label,
                                                        text=it.text[s.start:s.end]) for s in it.spans])
@@ -101,7 +101,7 @@ def create_app(settings: TranslatorSettings | None = None, engine: Translator | 
         if state.ready and not isinstance(state.engine, AligningTranslator):
             raise HTTPException(400, f"engine {state.engine.name!r} does not give word alignments")
         texts = [" ".join(s) for s in body.sentences]
-        state.check_sizes(texts)
+        state.check_sizes(texts, body.src, "sentences")
         _check_pair(state, body.src, body.tgt)
         out = await state.submit(("aligned", body.src, body.tgt), body.sentences, texts)
         return AlignedTranslateResponse(results=out)

@@ -23,7 +23,7 @@ from crop.labels import spans_to_bio
 from crop.project import matching as m
 from crop.project.function_words import function_words, is_function_word
 from crop.project.langid_filter import LanguageID
-from crop.text import CHAR_LEVEL_LANGS, char_to_token_span, detokenize, is_punct, normalize, tokenize
+from crop.text import CHAR_LEVEL_LANGS, char_to_token_span, detokenize, is_punct, normalize, tokenize, trim_punct
 from crop.types import AlignedTranslation, LabeledResult, ProjectionResult, Span, Status
 
 ALL_METHODS = ("exact", "normalized", "source_copy", "forward", "crop_rule", "context", "fuzzy")
@@ -293,6 +293,7 @@ class Projector:
         spans: list[tuple[int, int, str]] = []
         for ref in sorted(placed, key=lambda r: placed[r][0]):
             lo, hi, score, method = placed[ref]
+            lo, hi = trim_punct(tokens, lo, hi)  # a match may take in the punctuation next to a name
             start, end = offsets[lo][0], offsets[hi - 1][1]
             label = entities[ref].label
             spans.append((lo, hi, label))

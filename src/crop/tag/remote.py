@@ -4,7 +4,9 @@
     RemoteTagger("http://tagger:8102", mode="crop")          # through the service's translate-tag-project
 
 Entities come back with character offsets; their token offsets are computed here over crop's tokenization of the
-sentence, as the in-process taggers do. HTTP behaviour (pooling, API key, retries) is `crop.remote_http`'s.
+sentence, as the in-process taggers do. HTTP behaviour (pooling, API key, retries) is `crop.remote_http`'s: a
+service that is down raises `RemoteUnavailable`, a `crop.errors.EngineUnavailable` (the pipeline and the services
+stop at once on it, with 503 + Retry-After, instead of retrying sentence by sentence).
 """
 
 from __future__ import annotations

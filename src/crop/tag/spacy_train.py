@@ -63,6 +63,7 @@ def train_spacy_ner(
     """Train and save the NER; returns what each epoch did. `train_path` is JSONL with `tokens` and `tags`."""
     from spacy.tokens import Doc
     from spacy.training import Example, iob_to_biluo
+    from spacy.util import fix_random_seed
 
     if epochs < 1:
         raise ValueError("epochs must be at least 1")
@@ -70,6 +71,7 @@ def train_spacy_ner(
     if not sentences:
         raise ValueError(f"{train_path}: no sentence with tags to train on")
     rng = random.Random(seed)
+    fix_random_seed(seed)  # dropout and the new labels' weights too: one seed, one model
     if dev_path is not None:
         dev = [s for s in read_jsonl(dev_path, "en") if s.tags is not None]
         train = sentences

@@ -1,20 +1,32 @@
-"""Apertium: rule-based, offline, CPU. One `apertium` process per batch, never per sentence.
+"""Apertium: rule-based, offline, CPU. One Apertium pipeline per batch, never per sentence.
 
 Every sentence travels as its own HTML block (`<p>…</p>`) in Apertium's HTML format, so sentences never merge
 (plain-text mode joins lines without final punctuation) and inline tags travel with the words they wrap: that is
 how labeled translation (entity markers) and word alignment (one tag per source word) are carried.
+
+A run whose output is not a translation is never returned: crop runs the same pipeline as `apertium -u -f html`
+with every stage's exit status visible, and each batch ends with a canary block whose translation is known. A
+broken run is retried with a fresh process, and one that keeps breaking is `EngineUnavailable`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import html
 import logging
+import os
 import re
+import shlex
 import shutil
+import signal
 import subprocess
+import tempfile
 from collections.abc import Sequence
+from dataclasses import dataclass
 from functools import cached_property
+from pathlib import Path
 
+from crop.errors import EngineUnavailable
 from crop.langcodes import to_iso1, to_iso3
 from crop.markers import get_codec
 from crop.text import detokenize, tokenize
@@ -29,10 +41,54 @@ _BLOCK_RE = re.compile(r"<p>(.*?)</p>", re.DOTALL | re.IGNORECASE)
 _MARK_RE = re.compile(r"(?<![\w#@])[#@](?=\w)")
 _WORD_TAG_RE = re.compile(r"<\s*span\s+id\s*=\s*\"?w(\d+)\"?\s*>|<\s*/\s*span\s*>", re.IGNORECASE)
 _WS_RE = re.compile(r"\s+")
+# characters a stream cannot carry: NUL is the null-flush mark of the stages, the other controls and line
+# separators break the deformatter's blocks; one space each keeps every offset (spans, aligned tokens) in place
+_UNSAFE_RE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u2028\u2029]")
+_STATUS_MARK = "crop-pipestatus:"
+_ATTEMPTS = 3  # one run and two retries, each with a fresh process
+# canary candidates, one everyday sentence per language (ISO 639-3): a mode's canary is its source language's,
+# or else the first one the mode changes
+_CANARY_TEXTS = {
+    "eng": "The dog eats the meat in the house.",
+    "spa": "El perro come la carne en la casa.",
+    "cat": "El gos menja la carn a la casa.",
+    "glg": "O can come a carne na casa.",
+    "por": "O cão come a carne na casa.",
+    "fra": "Le chien mange la viande dans la maison.",
+    "ita": "Il cane mangia la carne nella casa.",
+    "deu": "Der Hund frisst das Fleisch im Haus.",
+    "oci": "Lo can manja la carn dins l'ostal.",
+    "eus": "Txakurrak haragia jaten du etxean.",
+}
 
 
 class ApertiumError(RuntimeError):
     pass
+
+
+class BrokenOutput(Exception):
+    """One run's output is not a translation: a stage died or failed, the stream was cut, or the canary block
+    came back other than its known translation. The run is retried with a fresh process, never returned.
+    `stderr`: what the stages wrote there, for the log."""
+
+    def __init__(self, message: str, stderr: str = "") -> None:
+        super().__init__(message)
+        self.stderr = stderr
+
+
+@dataclass(frozen=True)
+class Canary:
+    """A block sent last in every batch of a mode, whose translation by that mode is known: a batch whose canary
+    does not come back as `expected` was not (entirely) translated."""
+
+    source: str
+    expected: str  # whitespace-normalized
+
+
+@dataclass(frozen=True)
+class _Pipeline:
+    script: str  # bash: the stages as one pipeline, then their exit statuses on stderr
+    stages: tuple[str, ...]  # each stage's program, in order
 
 
 class ApertiumTranslator:
@@ -49,6 +105,13 @@ class ApertiumTranslator:
         self.modes_dir = modes_dir
         self.timeout = timeout
         self._codec = get_codec("html")
+        self._env = _pipeline_env(path)
+        for tool in ("tf-extract", "tf-inject", "apertium-wblank-mode", "bash"):
+            if shutil.which(tool, path=self._env["PATH"]) is None:
+                raise ApertiumError(f"{tool!r} not found: install Apertium with transfuse (Debian: apt-get install "
+                                    "apertium transfuse), which moves inline tags with their words")
+        self._pipelines: dict[str, _Pipeline] = {}
+        self._canaries: dict[str, Canary | None] = {}
 
     # -- language pairs -------------------------------------------------------------------------------------
 
@@ -80,16 +143,93 @@ class ApertiumTranslator:
 
     # -- running --------------------------------------------------------------------------------------------
 
+    @cached_property
+    def _datadir(self) -> str:
+        """Where `apertium` finds `modes/MODE.mode`: -d, else $APERTIUM_DATADIR, else its script's default."""
+        if self.modes_dir:
+            return self.modes_dir
+        if os.environ.get("APERTIUM_DATADIR"):
+            return os.environ["APERTIUM_DATADIR"]
+        try:
+            head = Path(self.binary).read_text(encoding="utf-8", errors="replace")[:4000]
+        except OSError:
+            head = ""
+        found = re.search(r'APERTIUM_DATADIR:-([^}"]+)', head)
+        return found.group(1) if found else "/usr/share/apertium"
+
+    def _pipeline(self, mode: str) -> _Pipeline:
+        """What `apertium -u -f html MODE` runs (transfuse around the mode's stages in null-flush mode), as one
+        pipeline whose stages report their exit statuses: Apertium's own script runs it without pipefail and
+        exits 0 whatever a stage did, and tf-inject then puts the source text back for what it did not get."""
+        if mode not in self._pipelines:
+            mode_file = os.path.join(self._datadir, "modes", f"{mode}.mode")
+            proc = subprocess.run(["apertium-wblank-mode", "-z", mode_file], capture_output=True, text=True,
+                                  env=self._env, timeout=60)
+            stages = proc.stdout.strip()
+            if proc.returncode != 0 or not stages:
+                raise ApertiumError(f"apertium-wblank-mode could not read {mode_file}: {proc.stderr.strip()[:300]}")
+            # "$1": the generator's option (-n, no marks: what -u selects), "$2": the tagger's (none), "$3": the
+            # transfuse state folder, which crop removes even when a stage died before tf-inject could
+            script = (f'tf-extract -f html -d "$3" | {stages} | tf-inject -d "$3"\n'
+                      f'echo "{_STATUS_MARK} ${{PIPESTATUS[*]}}" >&2\n')
+            self._pipelines[mode] = _Pipeline(script, ("tf-extract", *_programs(stages), "tf-inject"))
+        return self._pipelines[mode]
+
+    def run_pipeline(self, mode: str, blocks: Sequence[str]) -> str:
+        """One run of the mode over HTML blocks (already escaped), in a fresh process: its output HTML.
+        Raises BrokenOutput when a stage died or failed."""
+        pipeline = self._pipeline(mode)
+        payload = "".join(f"<p>{_WS_RE.sub(' ', _UNSAFE_RE.sub(' ', b))}</p>\n" for b in blocks).encode()
+        with tempfile.TemporaryDirectory(prefix="crop-apertium-") as state:
+            proc = subprocess.Popen(["bash", "-c", pipeline.script, "bash", "-n", "", state], stdin=subprocess.PIPE,
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=self._env,
+                                    start_new_session=True)
+            try:
+                out, err = proc.communicate(payload, timeout=self.timeout)
+            except BaseException:  # a timeout or an interrupt: no stage outlives the batch
+                _kill_group(proc)
+                raise
+        check_stage_statuses(err.decode("utf-8", errors="replace"), proc.returncode, pipeline.stages)
+        try:
+            return out.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise BrokenOutput(f"the output is not UTF-8 ({e})") from None
+
+    def _run_checked(self, mode: str, blocks: Sequence[str], canary: Canary | None) -> list[str]:
+        """The output blocks of a checked run (the canary, if any, sent last and taken off again). A broken run
+        is retried with a fresh process; `_ATTEMPTS` broken runs in a row mean the engine is down."""
+        sent = [*blocks, canary.source] if canary else list(blocks)
+        reasons: list[str] = []
+        for attempt in range(1, _ATTEMPTS + 1):
+            try:
+                return validate_batch(self.run_pipeline(mode, sent), canary)
+            except BrokenOutput as e:
+                reasons.append(str(e))
+                log.warning("apertium run broken", extra={"mode": mode, "attempt": attempt, "reason": str(e),
+                                                          "stderr": e.stderr[-2000:]})
+        raise EngineUnavailable(f"apertium {mode}: {_ATTEMPTS} runs in a row did not translate: "
+                                + " / ".join(dict.fromkeys(reasons)))
+
+    def canary(self, mode: str) -> Canary | None:
+        """The mode's canary, computed once: the first of `_CANARY_TEXTS` (its source language's first) that the
+        mode changes; None, with a warning, where it changes none (then only the stage statuses are checked)."""
+        if mode not in self._canaries:
+            own = _CANARY_TEXTS.get(to_iso3(mode.partition("-")[0]))
+            texts = sorted(_CANARY_TEXTS.values(), key=lambda t: t != own)
+            outs = self._run_checked(mode, texts, None)
+            if len(outs) != len(texts):
+                raise ApertiumError(f"apertium {mode} returned {len(outs)} blocks for {len(texts)} canary sentences")
+            changed = [Canary(t, _normalize(o)) for t, o in zip(texts, outs, strict=True) if _normalize(o) != t]
+            if not changed:
+                log.warning("apertium mode without a canary: untranslated output is not detected", extra={"mode": mode})
+            self._canaries[mode] = changed[0] if changed else None
+        return self._canaries[mode]
+
     def _run(self, mode: str, blocks: Sequence[str]) -> list[str]:
-        """Translate HTML blocks (already escaped) with one process; returns each block's output HTML."""
+        """Translate HTML blocks (already escaped) with one checked process; returns each block's output HTML."""
         if not blocks:
             return []
-        payload = "".join(f"<p>{_WS_RE.sub(' ', b)}</p>\n" for b in blocks)
-        cmd = [self.binary, "-u", "-f", "html"] + (["-d", self.modes_dir] if self.modes_dir else []) + [mode]
-        proc = subprocess.run(cmd, input=payload, capture_output=True, text=True, timeout=self.timeout)
-        if proc.returncode != 0:
-            raise ApertiumError(f"apertium {mode} failed (exit {proc.returncode}): {proc.stderr.strip()[:500]}")
-        outs = _BLOCK_RE.findall(proc.stdout)
+        outs = self._run_checked(mode, blocks, self.canary(mode))
         if len(outs) != len(blocks):
             if len(blocks) == 1:
                 raise ApertiumError(f"apertium {mode} returned no block for {blocks[0][:80]!r}")
@@ -136,6 +276,79 @@ class ApertiumTranslator:
         for out, tokens in zip(self._run(mode, blocks), sentences, strict=True):
             results.append(_parse_aligned(self._clean(out, " ".join(tokens)), tgt))
         return results
+
+
+def validate_batch(output: str, canary: Canary | None) -> list[str]:
+    """The output blocks of one batch (a one-shot run's output, or one flush of a long-running pipeline), the
+    canary taken off. Raises BrokenOutput when the canary, sent last, did not come back as its known translation:
+    the stream was cut before it, or the text came back untranslated."""
+    outs = _BLOCK_RE.findall(output)
+    if canary is None:
+        return outs
+    if not outs:
+        raise BrokenOutput("the output has no block, not even the canary: the stream was cut")
+    last = _normalize(outs[-1])
+    if last != canary.expected:
+        raise BrokenOutput(f"the canary block came back as {last[:80]!r}, not as its translation "
+                           f"{canary.expected[:80]!r}: the output was cut or not translated")
+    return outs[:-1]
+
+
+def check_stage_statuses(stderr: str, returncode: int, stages: Sequence[str]) -> None:
+    """Raise BrokenOutput unless the pipeline's shell (return code `returncode`) reported on stderr that every
+    stage exited 0. The cause comes first: a stage killed by a signal or failing, then the SIGPIPEs it caused."""
+    reports = [line for line in stderr.splitlines() if line.startswith(_STATUS_MARK)]
+    if not reports:
+        raise BrokenOutput(f"the pipeline's shell {_describe(returncode)} and reported no stage statuses", stderr)
+    statuses = [int(s) for s in reports[-1][len(_STATUS_MARK):].split()]
+    failed = [(status, f"{stages[i] if i < len(stages) else '?'} (stage {i + 1}) {_describe(status)}")
+              for i, status in enumerate(statuses) if status != 0]
+    if returncode != 0:
+        failed.append((returncode, f"the pipeline's shell {_describe(returncode)}"))
+    if failed:
+        failed.sort(key=lambda f: f[0] == 128 + signal.SIGPIPE)
+        raise BrokenOutput("; ".join(text for _, text in failed), stderr)
+
+
+def _describe(status: int) -> str:
+    """A shell's status (128 + N: killed by signal N) or a Python return code (-N) in words."""
+    sig = -status if status < 0 else status - 128 if status > 128 else 0
+    if not sig:
+        return f"exited with status {status}"
+    try:
+        return f"was killed by {signal.Signals(sig).name}"
+    except ValueError:
+        return f"was killed by signal {sig}"
+
+
+def _programs(pipeline: str) -> list[str]:
+    """The program of each stage of a shell pipeline, in order."""
+    lexer = shlex.shlex(pipeline, posix=True, punctuation_chars="|")
+    programs, at_start = [], True
+    for token in lexer:
+        if at_start:
+            programs.append(os.path.basename(token))
+        at_start = token == "|"
+    return programs
+
+
+def _pipeline_env(binary: str) -> dict[str, str]:
+    """The environment `apertium` gives its stages: its own folder first on PATH, a UTF-8 character type."""
+    env = dict(os.environ)
+    env["PATH"] = os.pathsep.join([os.path.dirname(binary), env.get("PATH", os.defpath)])
+    env.pop("LC_ALL", None)
+    env["LC_CTYPE"] = "C.UTF-8"
+    return env
+
+
+def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
+def _normalize(block: str) -> str:
+    return _WS_RE.sub(" ", block).strip()
 
 
 def _parse_aligned(out: str, lang: str) -> AlignedTranslation:

@@ -5,7 +5,9 @@
 Long inputs go out in requests of `batch_size` sentences (the service batches them again across clients).
 When the service's engine gives word alignments (`/v1/info` says `aligned: true`), `connect_translator` returns a
 `RemoteAligningTranslator`, so that the pipeline gets the forward-translation evidence from it too. HTTP
-behaviour (pooling, API key, retries) is `crop.remote_http`'s.
+behaviour (pooling, API key, retries) is `crop.remote_http`'s: a service that is down raises `RemoteUnavailable`,
+a `crop.errors.EngineUnavailable` (the pipeline and the services stop at once on it, with 503 + Retry-After,
+instead of retrying sentence by sentence).
 """
 
 from __future__ import annotations
