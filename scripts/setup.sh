@@ -8,8 +8,9 @@ SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
 PY=${PYTHON:-python3}
 need_apt=0
 # transfuse: Apertium's format handling, which moves inline markers with their words (labeled translation);
-# chromium + chromium-driver: the try-it page's browser test
-APT_PACKAGES="apertium transfuse apertium-eng-spa apertium-eng-cat apertium-en-gl chromium chromium-driver"
+# chromium + chromium-driver: the try-it page's browser test; redis-server: the job tests start Redis servers of their own
+# (AOF on, restarted mid-job) beside the one the machine runs
+APT_PACKAGES="apertium transfuse apertium-eng-spa apertium-eng-cat apertium-en-gl chromium chromium-driver redis-server"
 # docker-compose validates docker-compose.yml (`config` needs no Docker engine); without its recommended
 # packages (docker.io, containerd)
 for p in $APT_PACKAGES docker-compose; do

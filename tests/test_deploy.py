@@ -39,10 +39,14 @@ CONTRACT_VARS = {
     "tagger": ["ENGINE", "TRANSLATOR", *_BATCHING, "DEVICE", "DTYPE", "BATCH_SIZE"],
     "projector": ["POLICY", "METHODS", "LANGID", *_BATCHING],
 }
-# variables a service may read besides its own prefix
+# variables a service may read besides its own prefix (the job settings: the projector's jobs API and the workers)
+JOB_VARS = ("CROP_REDIS_URL", "CROP_STORAGE_", "CROP_JOB_")
 SHARED_VARS = {"translator": ("CROP_LOG_LEVEL", "CROP_OPENAI_", "HF_"),
                "tagger": ("CROP_LOG_LEVEL", "CROP_REMOTE_", "HF_"),
-               "projector": ("CROP_LOG_LEVEL",)}
+               "projector": ("CROP_LOG_LEVEL", *JOB_VARS),
+               "worker": ("CROP_LOG_LEVEL", "CROP_REMOTE_", *JOB_VARS)}
+# the worker runs the projector's image (`crop worker`); its settings are documented with the projector's
+DOCUMENTED_IN = {"worker": "projector"}
 
 ENV_NAME = re.compile(r"\bCROP_[A-Z0-9_]*[A-Z0-9]\b")
 TABLE_ROW = re.compile(r"^\|\s*`([A-Z][A-Z0-9_]*)`\s*\|(.*)\|(.*)\|\s*$")
@@ -104,7 +108,7 @@ def test_compose_config_is_valid(files: tuple[Path, ...]) -> None:
     config, stderr = compose_config(*files)
     # a ${VAR} without default (or another problem compose tolerates) shows as a WARNING
     assert "WARNING" not in stderr, stderr
-    assert set(config["services"]) == {"redis", *SERVICES}
+    assert set(config["services"]) == {"redis", "worker", *SERVICES}
 
 
 _SCHEMA_CHECK = """
@@ -194,6 +198,40 @@ def test_tagger_waits_for_a_healthy_translator_and_calls_it() -> None:
     assert tagger["environment"]["CROP_TAGGER_TRANSLATOR"] == f"remote:http://translator:{PORTS['translator']}"
 
 
+def test_worker_runs_the_projector_image_on_the_shared_job_storage_and_redis(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`crop worker` from the projector's image, with the projector's job settings, the same job-data volume at
+    the storage root, Redis healthy first, and engines that are the compose translator and tagger services."""
+    from crop.jobs.settings import JobSettings
+
+    config, _ = compose_config(COMPOSE)
+    services = config["services"]
+    worker, projector = services["worker"], services["projector"]
+    assert worker["command"] == ["crop", "worker"]
+    assert worker["image"] == projector["image"] and worker["build"] == projector["build"]
+    assert "ports" not in worker, "a worker serves nothing"
+    assert worker["depends_on"]["redis"] == {"condition": "service_healthy"}
+    assert {worker["depends_on"][s]["condition"] for s in ("translator", "tagger")} == {"service_healthy"}
+    assert worker.get("restart") == "unless-stopped" and "healthcheck" in worker
+    shared = ["CROP_REDIS_URL", "CROP_STORAGE_ROOT", "CROP_JOB_ENGINES", "CROP_JOB_BATCH_LINES"]
+    assert {v: worker["environment"][v] for v in shared} == {v: projector["environment"][v] for v in shared}
+    assert worker["environment"]["CROP_REDIS_URL"] == "redis://redis:6379/0"
+    root = worker["environment"]["CROP_STORAGE_ROOT"]
+    for service in (worker, projector):
+        assert any(str(v).startswith("job-data:") and str(v).split(":")[1] == root for v in service["volumes"])
+    assert "job-data" in config["volumes"]
+    monkeypatch.setenv("CROP_JOB_ENGINES", worker["environment"]["CROP_JOB_ENGINES"])  # parsed as the worker does
+    engines = JobSettings().job_engines
+    for specs in engines.values():
+        assert specs == {"translator": f"remote:http://translator:{PORTS['translator']}",
+                         "tagger": f"remote:http://tagger:{PORTS['tagger']}"}, specs
+
+
+def test_the_projector_image_owns_the_job_storage_folder() -> None:
+    """A new named volume takes the owner of the image's folder it is mounted on: the non-root user must own it."""
+    run = " ".join(_all(dockerfile("projector")[-1], "RUN"))
+    assert "mkdir -p /data/jobs" in run and "chown crop:crop /data/jobs" in run
+
+
 def _mount_targets(service: dict[str, Any]) -> dict[str, bool]:
     """Container path -> read-only, for short ("src:dst[:mode]", read from the right) and long volume syntax."""
     out = {}
@@ -221,10 +259,11 @@ def test_compose_environment_is_documented(path: Path) -> None:
             continue
         env = service.get("environment", {})
         assert isinstance(env, dict), f"{path.name}: {name}: use the mapping form of `environment`"
-        documented = readme_vars(name)
+        readme = DOCUMENTED_IN.get(name, name)
+        documented = readme_vars(readme)
         for var in env:
             assert var.startswith((prefix(name), *SHARED_VARS[name])), f"{path.name}: {name}: stray {var}"
-            assert var in documented, f"{path.name}: {name}: {var} is not in services/{name}/README.md"
+            assert var in documented, f"{path.name}: {name}: {var} is not in services/{readme}/README.md"
 
 
 def test_cpu_configuration_reserves_no_gpu() -> None:

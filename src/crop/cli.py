@@ -11,7 +11,9 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from crop.cli_common import ENGINE_ERROR, check_outputs, count_lines, err, fail, warn
+from crop.cli_jobs import job_app
 from crop.cli_lst import lst_app
+from crop.cli_worker import worker
 from crop.errors import EngineUnavailable
 from crop.io import (
     AtomicFile,
@@ -33,15 +35,22 @@ if TYPE_CHECKING:
 app = typer.Typer(help="Zero-shot cross-lingual NER by labeled sequence translation (CROP).",
                   no_args_is_help=True, add_completion=False)
 app.add_typer(lst_app, name="lst")
+app.add_typer(job_app, name="job")
+app.command()(worker)
 
 
 def _projector(methods: str, policy: str, keep_all_o: bool, langid: bool, max_tokens: int) -> Projector:
-    chosen = tuple(m.strip() for m in methods.split(",") if m.strip()) if methods != "all" else ALL_METHODS
+    """The projector of these options, built as the job workers build theirs (`crop.jobs.options`)."""
+    from pydantic import ValidationError
+
+    from crop.jobs.options import ProjectionOptions, build_projector
+
     try:
-        return Projector(ProjectorConfig(methods=chosen, policy=policy, drop_all_o=not keep_all_o,  # type: ignore[arg-type]
-                                         langid=langid, max_tokens=max_tokens))
-    except ValueError as exc:
-        fail(str(exc))
+        return build_projector(ProjectionOptions(methods=methods, policy=policy,  # type: ignore[arg-type]
+                                                 keep_all_o=keep_all_o, langid=langid, max_tokens=max_tokens))
+    except ValidationError as exc:
+        fail("; ".join(f"--{'-'.join(str(p) for p in e['loc']).replace('_', '-')} {e['input']!r}: "
+                       f"{e['msg'].removeprefix('Value error, ')}" for e in exc.errors()))
         raise
 
 
@@ -289,6 +298,10 @@ def serve(
     try:
         settings = load_settings({"translator": TranslatorSettings, "tagger": TaggerSettings,
                                   "projector": ProjectorSettings}[service])
+        if service == "projector":  # its jobs API: the job settings are checked now too, not in uvicorn's factory
+            from crop.jobs.settings import load_job_settings
+
+            load_job_settings()
     except SettingsError as exc:
         typer.echo(f"error: {exc}", err=True)  # one line, as it is (a console would wrap it)
         raise typer.Exit(2) from None

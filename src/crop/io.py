@@ -3,9 +3,11 @@
 Every reader is a generator that holds one line at a time, so files of any size stream in constant memory
 (`read_gold` / `read_predictions` build a dict by design). Bad input raises `InputError` naming the file and
 the 1-based line number, or with `on_error="keep"` comes out as an `InvalidLine` in its place (a line that is not
-UTF-8 or not valid Unicode included). Files are UTF-8 (a leading BOM is ignored); names ending in `.gz` are gzip
-compressed. Output files are written under a temporary name and renamed into place (`write_jsonl`, and
-`JsonlWriter(atomic=True)`), and a string UTF-8 cannot carry is written as a JSON escape.
+UTF-8 or not valid Unicode included). One function, `parse_line`, reads one input line for the readers here and
+for the batches of bulk jobs (`crop.jobs.lines`), so both give the same items. Files are UTF-8 (a leading BOM is
+ignored); names ending in `.gz` are gzip compressed. Output files are written under a temporary name and renamed
+into place (`write_jsonl`, and `JsonlWriter(atomic=True)`), and a string UTF-8 cannot carry is written as a JSON
+escape.
 """
 
 from __future__ import annotations
@@ -90,6 +92,22 @@ def _open_binary(path: PathLike) -> IO[bytes]:
     return open(path, "rb")  # noqa: SIM115 - closed by the caller
 
 
+def _raw_lines(path: PathLike) -> Iterator[tuple[int, bytes]]:
+    """(line number, raw line with its line break) of a file; "-" is stdin. Lines end at b"\\n" only."""
+    name = _name(path)
+    try:
+        f = _open_binary(path)
+    except OSError as e:
+        raise InputError(f"cannot open: {e.strerror or e}", name) from e
+    try:
+        yield from enumerate(f, 1)
+    except (OSError, EOFError) as e:  # e.g. a truncated gzip file
+        raise InputError(f"cannot read: {e}", name) from e
+    finally:
+        if str(path) != "-":
+            f.close()
+
+
 @overload
 def read_lines(path: PathLike, on_error: Literal["raise"] = "raise") -> Iterator[tuple[int, str]]: ...
 
@@ -102,29 +120,31 @@ def read_lines(path: PathLike, on_error: Literal["raise", "keep"] = "raise") -> 
     """(line number, line without its line break) for every line of a UTF-8 file; "-" is stdin. A line that
     is not UTF-8 raises `InputError`, or with `on_error="keep"` comes as an `InvalidLine` (id
     `{stem}-{lineno:06d}`) and reading goes on."""
-    name = _name(path)
+    name, base = _name(path), stem(path)
+    for lineno, raw in _raw_lines(path):
+        yield lineno, decode_line(raw, lineno, name, base, on_error)
+
+
+def decode_line(raw: bytes, lineno: int, name: str, base: str,
+                on_error: Literal["raise", "keep"] = "raise") -> str | InvalidLine:
+    """One raw line of a file (`lineno` counts from 1) as text without its line break (a BOM on line 1
+    dropped); a line that is not UTF-8 raises `InputError` naming `name` and the line, or with
+    `on_error="keep"` is an `InvalidLine` with id `{base}-{lineno:06d}`."""
     try:
-        f = _open_binary(path)
-    except OSError as e:
-        raise InputError(f"cannot open: {e.strerror or e}", name) from e
-    try:
-        for lineno, raw in enumerate(f, 1):
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as e:
-                error = InputError(f"not UTF-8 ({e.reason} at byte {e.start})", name, lineno)
-                if on_error == "raise":
-                    raise error from None
-                yield lineno, InvalidLine(id=f"{stem(path)}-{lineno:06d}", lineno=lineno, reason=str(error))
-                continue
-            if lineno == 1:
-                line = line.removeprefix("\ufeff")
-            yield lineno, line.rstrip("\r\n")
-    except (OSError, EOFError) as e:  # e.g. a truncated gzip file
-        raise InputError(f"cannot read: {e}", name) from e
-    finally:
-        if str(path) != "-":
-            f.close()
+        line = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        error = InputError(f"not UTF-8 ({e.reason} at byte {e.start})", name, lineno)
+        if on_error == "raise":
+            raise error from None
+        return InvalidLine(id=f"{base}-{lineno:06d}", lineno=lineno, reason=str(error))
+    if lineno == 1:
+        line = line.removeprefix("\ufeff")
+    return line.rstrip("\r\n")
+
+
+def is_blank(line: str | InvalidLine) -> bool:
+    """Whether a decoded line gives no item to the input readers (a line that is not UTF-8 does)."""
+    return isinstance(line, str) and not line.strip()
 
 
 # ------------------------------------------------------------------------------------------------ validation
@@ -313,20 +333,60 @@ def read_text(path: PathLike, lang: str,
 def read_text(path: PathLike, lang: str,
               on_error: Literal["raise", "keep"] = "raise") -> Iterator[InputSentence | InvalidLine]:
     """One sentence a line ("-" is stdin). Blank lines are skipped; ids are `{stem}-{lineno:06d}` with the
-    line number in the file, so they stay stable whatever is skipped. A line that is not UTF-8 raises
-    `InputError`, or with `on_error="keep"` comes out as an `InvalidLine` in its place."""
-    base = stem(path)
-    for lineno, line in read_lines(path, on_error):
-        if isinstance(line, InvalidLine):
-            yield line.model_copy(update={"lang": lang})
-            continue
-        text = line.strip()
-        if not text:
-            continue
-        tokens, offsets = tokenize(text, lang)
-        if not tokens:
-            continue
-        yield InputSentence(id=f"{base}-{lineno:06d}", lang=lang, tokens=tokens, text=text, offsets=offsets)
+    line number in the file, so they stay stable whatever is skipped. A line that is not UTF-8, or that has
+    no token (only control characters), raises `InputError`, or with `on_error="keep"` comes out as an
+    `InvalidLine` in its place."""
+    for _, item in _parsed_lines(path, "text", lang, on_error):
+        yield item
+
+
+def parse_line(raw: bytes, lineno: int, fmt: str, lang: str | None, name: str, base: str,
+               on_error: Literal["raise", "keep"] = "raise") -> InputSentence | InvalidLine | None:
+    """The item of one raw input line (with or without its line break), as every input reader reads it (the
+    files of `crop project` and the byte ranges of a job's batches): None for a blank line, an
+    `InputSentence`, or with `on_error="keep"` an `InvalidLine` for a bad one (else `InputError`). `fmt` is
+    "text" or "jsonl"; `name` is the file name errors give, `base` the stem of generated ids
+    (`{base}-{lineno:06d}`)."""
+    line = decode_line(raw, lineno, name, base, on_error)
+    if isinstance(line, InvalidLine):
+        return line.model_copy(update={"lang": lang or ""})
+    if not line.strip():
+        return None
+    default_id = f"{base}-{lineno:06d}"
+    rec: Any = None
+    try:
+        if fmt == "jsonl":
+            rec = json.loads(line)
+            return sentence_from_record(rec, lang, default_id=default_id)
+        if not lang:
+            raise ValueError("no language: plain text needs one")
+        return _text_sentence(line, lang, default_id)
+    except (json.JSONDecodeError, ValueError) as e:
+        reason = f"invalid JSON ({e.msg} at column {e.colno})" if isinstance(e, json.JSONDecodeError) else str(e)
+        error = InputError(reason, name, lineno)
+        if on_error == "raise":
+            raise error from None
+        rec_id = rec.get("id") if isinstance(rec, dict) else None
+        return InvalidLine(id=str(rec_id) if rec_id else default_id, lang=lang or "", lineno=lineno,
+                           reason=str(error))
+
+
+def _text_sentence(line: str, lang: str, id_: str) -> InputSentence:
+    text = line.strip()
+    tokens, offsets = tokenize(text, lang)
+    if not tokens:
+        raise ValueError("no tokens (the line has only control characters)")
+    return InputSentence(id=id_, lang=lang, tokens=tokens, text=text, offsets=offsets)
+
+
+def _parsed_lines(path: PathLike, fmt: str, lang: str | None,
+                  on_error: Literal["raise", "keep"]) -> Iterator[tuple[int, InputSentence | InvalidLine]]:
+    """(line number, item) of every line of a file that is not blank (see `parse_line`)."""
+    name, base = _name(path), stem(path)
+    for lineno, raw in _raw_lines(path):
+        item = parse_line(raw, lineno, fmt, lang, name, base, on_error)
+        if item is not None:
+            yield lineno, item
 
 
 def iter_jsonl(path: PathLike) -> Iterator[tuple[int, Any]]:
@@ -383,49 +443,31 @@ def read_jsonl(path: PathLike, lang: str | None = None, on_error: Literal["raise
     `text` (tokenized), optional `lang` (else `lang` here), `tags`, `en_tokens`, `en_tags`, `offsets` (with
     `text`). A record without id gets `{stem}-{lineno:06d}`. A bad line raises `InputError`, or with
     `on_error="keep"` comes out as an `InvalidLine` in its place. `ids` notes the id of every line."""
-    for lineno, item in _numbered_jsonl(path, lang, on_error):
+    for lineno, item in _parsed_lines(path, "jsonl", lang, on_error):
         if ids is not None:
             ids.add(item.id, lineno)
         yield item
-
-
-def _numbered_jsonl(path: PathLike, lang: str | None,
-                    on_error: Literal["raise", "keep"]) -> Iterator[tuple[int, InputSentence | InvalidLine]]:
-    name, base = _name(path), stem(path)
-    for lineno, line in read_lines(path, on_error):
-        if isinstance(line, InvalidLine):
-            yield lineno, line.model_copy(update={"lang": lang or ""})
-            continue
-        if not line.strip():
-            continue
-        default_id = f"{base}-{lineno:06d}"
-        rec: Any = None
-        try:
-            rec = json.loads(line)
-            sentence = sentence_from_record(rec, lang, default_id=default_id)
-        except (json.JSONDecodeError, ValueError) as e:
-            reason = f"invalid JSON ({e.msg} at column {e.colno})" if isinstance(e, json.JSONDecodeError) else str(e)
-            error = InputError(reason, name, lineno)
-            if on_error == "raise":
-                raise error from None
-            rec_id = rec.get("id") if isinstance(rec, dict) else None
-            yield lineno, InvalidLine(id=str(rec_id) if rec_id else default_id, lang=lang or "", lineno=lineno,
-                                      reason=str(error))
-            continue
-        yield lineno, sentence
 
 
 def sniff_format(path: PathLike) -> str:
     """ "jsonl" or "text": by suffix, else by whether the first non-blank line is a JSON object."""
     if str(path) == "-":
         return "text"
-    name = os.fspath(path).removesuffix(".gz")
-    suffix = Path(name).suffix.lower()
+    by_name = format_by_name(os.fspath(path))
+    return by_name or sniff_lines(line for _, line in read_lines(path, on_error="keep"))
+
+
+def format_by_name(name: str) -> str | None:
+    """ "jsonl" or "text" when a file name's suffix tells (`.gz` aside), else None."""
+    suffix = Path(name.removesuffix(".gz")).suffix.lower()
     if suffix in JSONL_SUFFIXES:
         return "jsonl"
-    if suffix == ".txt":
-        return "text"
-    for _, line in read_lines(path, on_error="keep"):
+    return "text" if suffix == ".txt" else None
+
+
+def sniff_lines(lines: Iterable[str | InvalidLine]) -> str:
+    """ "jsonl" when the first non-blank line that is UTF-8 is a JSON object, else "text"."""
+    for line in lines:
         if isinstance(line, InvalidLine):  # not UTF-8: the reader reports it in its place
             continue
         if line.strip():

@@ -12,9 +12,11 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 
+from crop.api.jobs import JOBS_PATH, mount_jobs
 from crop.api.schemas import ProjectItem, ProjectorInfo, ProjectRequest, ProjectResponse
 from crop.api.service import V1, create_service, get_state
 from crop.api.settings import ProjectorSettings
+from crop.jobs.settings import JobSettings, load_job_settings
 from crop.project import ProjectionRequest, Projector, ProjectorConfig
 from crop.text import tokenize
 
@@ -35,8 +37,12 @@ def _run(engine: Projector, key: Hashable, items: list[Any]) -> list[Any]:
     return engine.project_many([_request(it) for it in items])
 
 
-def create_app(settings: ProjectorSettings | None = None) -> FastAPI:
+def create_app(settings: ProjectorSettings | None = None, jobs: JobSettings | None = None) -> FastAPI:
+    """The projector service; with the jobs API (`crop.api.jobs`) unless the job settings' redis_url is empty
+    (`jobs`: those settings, else from the environment)."""
     settings = settings or ProjectorSettings()
+    jobs = jobs if jobs is not None else load_job_settings()
+    with_jobs = bool(jobs.redis_url.strip())
     config = ProjectorConfig(methods=settings.method_names(), policy=settings.policy,  # type: ignore[arg-type]
                              langid=settings.langid, max_tokens=settings.max_tokens)
 
@@ -47,7 +53,11 @@ def create_app(settings: ProjectorSettings | None = None) -> FastAPI:
         return projector
 
     app = create_service("projector", settings, load, _run,
-                         "Entity projection from labeled back-translations (CROP steps 4-5).")
+                         "Entity projection from labeled back-translations (CROP steps 4-5)"
+                         + ("; bulk projection jobs run by `crop worker`." if with_jobs else "."),
+                         streamed=frozenset({JOBS_PATH}) if with_jobs else frozenset())
+    if with_jobs:
+        mount_jobs(app, jobs)
 
     @app.get("/v1/info", response_model=ProjectorInfo, dependencies=V1)
     def info(request: Request) -> ProjectorInfo:

@@ -210,27 +210,57 @@ def require_api_key(request: Request, credentials: HTTPAuthorizationCredentials 
 JSON_BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 
 
-def require_json(request: Request) -> None:
-    """415 for a body sent as anything but JSON (no Content-Type at all is read as JSON)."""
+# the media types of a file sent as the body (text, JSONL), accepted only by the upload routes (`require_upload`)
+UPLOAD_TYPES = frozenset({"text/plain", "application/x-ndjson", "application/jsonl"})
+
+
+def _media(content_type: str) -> str:
+    return content_type.partition(";")[0].strip().lower()
+
+
+def _is_json(media: str) -> bool:
+    return media == "application/json" or media.endswith("+json")
+
+
+def _require_body_type(request: Request, also: frozenset[str], hint: str) -> None:
+    """415 for a body sent as anything but JSON or a type of `also` (no Content-Type at all is read as JSON)."""
     content_type = request.headers.get("content-type")
     if request.method not in JSON_BODY_METHODS or content_type is None:
         return
-    media = content_type.partition(";")[0].strip().lower()
-    if media != "application/json" and not media.endswith("+json"):
-        raise HTTPException(415, f"Content-Type {content_type.strip()[:100]!r} is not accepted; "
-                                 "send the body as application/json")
+    media = _media(content_type)
+    if not _is_json(media) and media not in also:
+        raise HTTPException(415, f"Content-Type {content_type.strip()[:100]!r} is not accepted; {hint}")
+
+
+def require_json(request: Request) -> None:
+    """415 for a body sent as anything but JSON (no Content-Type at all is read as JSON)."""
+    _require_body_type(request, frozenset(), "send the body as application/json")
+
+
+def require_upload(request: Request) -> None:
+    """`require_json` of a route that also takes a file as the body (UPLOAD_TYPES)."""
+    _require_body_type(request, UPLOAD_TYPES, f"send the input as {', '.join(sorted(UPLOAD_TYPES))}, or JSON")
+
+
+def is_upload(scope: Scope) -> bool:
+    """Whether a request sends a file as its body (a Content-Type of UPLOAD_TYPES)."""
+    content_type = dict(scope.get("headers", [])).get(b"content-type", b"").decode("latin-1")
+    return _media(content_type) in UPLOAD_TYPES
 
 
 class BodyLimit:
     """413 for a request body over `max_bytes`, by Content-Length or while it streams in. Once the body is in,
-    it watches the connection: `client_gone` is set when the client goes away before its answer."""
+    it watches the connection: `client_gone` is set when the client goes away before its answer. Uploads (a file
+    as the body, `is_upload`) to a path of `streamed` pass through as they come: their route streams them to
+    storage under its own limit."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, streamed: frozenset[str] = frozenset()) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.streamed = streamed
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != "http" or (scope.get("path") in self.streamed and is_upload(scope)):
             await self.app(scope, receive, send)
             return
         length = dict(scope.get("headers", [])).get(b"content-length")
@@ -311,9 +341,10 @@ def _log_level(status: int) -> int:
 
 
 def create_service(name: str, settings: ServiceSettings, load: Callable[[], Any], run: Callable[[Any, Hashable,
-                   list[Any]], list[Any]], description: str) -> FastAPI:
+                   list[Any]], list[Any]], description: str, streamed: frozenset[str] = frozenset()) -> FastAPI:
     """A FastAPI app whose engine `load()` builds in a worker thread at start-up (the service is live at once,
-    ready when it is loaded) and whose batch queue calls `run(engine, key, items)`."""
+    ready when it is loaded) and whose batch queue calls `run(engine, key, items)`. `streamed`: paths whose
+    uploads skip the body limit (their routes apply their own)."""
     state = ServiceState(name, settings)
 
     @asynccontextmanager
@@ -348,7 +379,7 @@ def create_service(name: str, settings: ServiceSettings, load: Callable[[], Any]
     app = FastAPI(title=f"crop {name}", description=description, version="0.1.0", lifespan=lifespan,
                   docs_url=None, redoc_url=None)
     app.state.service = state
-    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes, streamed=streamed)
 
     @app.middleware("http")
     async def request_context(request: Request, call_next: Callable[[Request], Any]) -> Any:
