@@ -103,7 +103,7 @@ class CropPipeline:
             valid = [s for s in batch if isinstance(s, InputSentence)]
             projected = iter(self.project_batch(valid) if valid else ())
             for item in batch:
-                result = next(projected) if isinstance(item, InputSentence) else _invalid(item)
+                result = next(projected) if isinstance(item, InputSentence) else invalid_result(item)
                 self.stats.add(result)
                 if on_result is not None:
                     on_result(result)
@@ -146,7 +146,7 @@ class CropPipeline:
         halving further would only cost ~2n calls, so raise `EngineUnavailable`. A ValueError says the input
         was wrong, so it is always isolated."""
         if len(batch) == 1:
-            return [_failed(batch[0], exc)]
+            return [failed_result(batch[0], exc)]
         mid = len(batch) // 2
         halves = (batch[:mid], batch[mid:])
         outcomes: list[list[ProjectionResult] | Exception] = []
@@ -242,13 +242,15 @@ def _same_error(outcome: object, exc: Exception) -> bool:
     return isinstance(outcome, Exception) and type(outcome) is type(exc) and str(outcome) == str(exc)
 
 
-def _failed(s: InputSentence, exc: Exception) -> ProjectionResult:
+def failed_result(s: InputSentence, exc: Exception) -> ProjectionResult:
+    """The failed result of a sentence an engine failed on (the rest of its batch goes on)."""
     log.error("sentence failed", extra={"id": s.id, "error": repr(exc)})
     return ProjectionResult(id=s.id, lang=s.lang, text=s.text, tokens=list(s.tokens), tags=["O"] * len(s.tokens),
                             status=Status.failed, reason=f"{type(exc).__name__}: {exc}"[:500])
 
 
-def _invalid(line: InvalidLine) -> ProjectionResult:
+def invalid_result(line: InvalidLine) -> ProjectionResult:
+    """The failed result, in its place, of an input line that is not a sentence."""
     log.warning("invalid input line", extra={"id": line.id, "line": line.lineno, "error": line.reason})
     return ProjectionResult(id=line.id, lang=line.lang, tokens=[], tags=[], status=Status.failed,
                             reason=f"invalid input: {line.reason}")

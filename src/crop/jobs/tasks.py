@@ -23,7 +23,7 @@ from crop.jobs.dispatch import queue_batch
 from crop.jobs.options import ProjectionOptions, build_pipeline
 from crop.jobs.settings import JobSettings, job_settings
 from crop.jobs.state import ACTIVE, JobState, JobStore
-from crop.pipeline import PipelineStats, _failed, _invalid
+from crop.pipeline import PipelineStats, failed_result, invalid_result
 from crop.storage import Storage, storage_from_url
 
 if TYPE_CHECKING:
@@ -209,7 +209,7 @@ def _project(items: list[InputSentence | InvalidLine], engine: str, opts: Projec
         log.error("engine unavailable after the retries: the batch is recorded as failed",
                   extra={"engine": engine, "error": repr(exc)})
         stats = PipelineStats()
-        results = [_invalid(it) if isinstance(it, InvalidLine) else _failed(it, exc) for it in items]
+        results = [invalid_result(it) if isinstance(it, InvalidLine) else failed_result(it, exc) for it in items]
         for r in results:
             stats.add(r)
         return results, stats
