@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 from collections.abc import Iterator
 from typing import Any
 
@@ -32,6 +33,7 @@ from crop.api import projector as projector_api
 from crop.api import tagger as tagger_api
 from crop.api import translator as translator_api
 from crop.api.settings import ProjectorSettings, TaggerSettings, TranslatorSettings
+from crop.jobs.settings import JobSettings
 from crop.pipeline import CropPipeline
 from crop.project import Projector, ProjectorConfig
 from crop.tag.base import Tagger
@@ -48,6 +50,9 @@ NEGATIVE_CHECKS = [not_a_server_error, negative_data_rejection]
 TRANSLATOR_SETTINGS = TranslatorSettings(max_wait_ms=0)
 TAGGER_SETTINGS = TaggerSettings(max_wait_ms=0)
 PROJECTOR_SETTINGS = ProjectorSettings(max_wait_ms=0, langid=False)
+# the projector's jobs API over storage of the test's own (nothing under the checkout) and a test-only Redis db
+_JOB_ROOT = tempfile.TemporaryDirectory(prefix="crop-schemathesis-jobs-")
+PROJECTOR_JOBS = JobSettings(storage_root=_JOB_ROOT.name, redis_url="redis://127.0.0.1:6379/9")
 
 
 def _openapi(app: FastAPI) -> dict[str, Any]:
@@ -71,7 +76,7 @@ def _homogeneous_tuples(node: Any) -> Any:
 
 OPENAPI = {"translator": _openapi(translator_api.create_app(TRANSLATOR_SETTINGS)),
            "tagger": _openapi(tagger_api.create_app(TAGGER_SETTINGS)),
-           "projector": _openapi(projector_api.create_app(PROJECTOR_SETTINGS))}
+           "projector": _openapi(projector_api.create_app(PROJECTOR_SETTINGS, jobs=PROJECTOR_JOBS))}
 
 
 def _schema(service: str, *modes: GenerationMode) -> Any:
@@ -174,7 +179,7 @@ def tagger_url(translator: Translator, tagger: Tagger) -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def projector_url() -> Iterator[str]:
-    yield from _live(projector_api.create_app(PROJECTOR_SETTINGS), "projector")
+    yield from _live(projector_api.create_app(PROJECTOR_SETTINGS, jobs=PROJECTOR_JOBS), "projector")
 
 
 @translator_schema.parametrize()
