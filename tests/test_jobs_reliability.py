@@ -23,6 +23,7 @@ pytestmark = pytest.mark.integration
 LINES = 40
 LINES_PER_BATCH = 2
 VISIBILITY_TIMEOUT = 5  # seconds before a batch a dead worker held goes back to the queue
+SWEEP = {"job_sweep_interval": 1, "job_requeue_after": 3}  # lost messages queued again within seconds
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +54,7 @@ class Setup:
         self.workers: list[Worker] = []
 
     def worker(self, name: str) -> Worker:
-        env = worker_env(self.redis.url, self.tmp / "storage", job_visibility_timeout=VISIBILITY_TIMEOUT)
+        env = worker_env(self.redis.url, self.tmp / "storage", job_visibility_timeout=VISIBILITY_TIMEOUT, **SWEEP)
         w = Worker(env, self.tmp / f"{name}.log", name)
         self.workers.append(w)
         return w
@@ -109,6 +110,20 @@ def test_worker_sigkilled_mid_job(setup: Setup, job_input: bytes, expected: list
     info = setup.store.get(job_id)
     assert info is not None and info.state == JobState.running and info.batches_done < info.batches
     check_exactly_once(setup, job_id, expected)
+
+
+def test_messages_lost_by_the_broker_are_queued_again(setup: Setup, job_input: bytes, expected: list[str]) -> None:
+    """Every message of a job's queue lost (as a Redis killed between a worker's pop and its record of the
+    message can lose one): the workers' sweeper finds the released batches in no broker list and queues them
+    again, and the job finishes exactly once."""
+    job_id = submit(setup.store, setup.storage, job_input, name="corpus.txt", lines_per_batch=LINES_PER_BATCH,
+                    src_lang="es", in_flight=4)
+    assert setup.store.redis.delete("projection") == 1
+    worker = setup.worker("w1")
+    check_exactly_once(setup, job_id, expected)
+    info = setup.store.get(job_id)
+    assert info is not None and info.requeued == 4
+    assert "batch queued again" in worker.log.read_text(errors="replace")
 
 
 def test_redis_restarted_mid_job(setup: Setup, job_input: bytes, expected: list[str]) -> None:

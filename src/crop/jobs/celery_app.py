@@ -4,14 +4,15 @@ Redis is the broker; no result backend (a job's state is in `crop.jobs.state`). 
 once it is done (acks_late) and given back when its worker dies (reject_on_worker_lost); a worker holds one
 message per process (prefetch 1), so the others stay in the queue for the workers that are free; a message a
 worker took and never acknowledged (the whole worker killed) goes back to the queue after the visibility timeout.
-Messages are JSON only."""
+Messages are JSON only. The main process of each worker runs the sweeper (`crop.jobs.sweeper`), which queues
+again the batches whose message the broker lost."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from celery import Celery
-from celery.signals import worker_process_init
+from celery.signals import worker_process_init, worker_ready, worker_shutdown
 
 from crop.jobs.dispatch import QUEUE
 from crop.jobs.settings import JobSettings, job_settings
@@ -54,3 +55,21 @@ def _load_engines(**_: Any) -> None:
     from crop.jobs.tasks import preload_engines
 
     preload_engines()
+
+
+_sweepers: list[Any] = []
+
+
+@worker_ready.connect
+def _start_sweeper(**_: Any) -> None:
+    from crop.jobs.sweeper import Sweeper
+
+    sweeper = Sweeper(job_settings())
+    sweeper.start()
+    _sweepers.append(sweeper)
+
+
+@worker_shutdown.connect
+def _stop_sweeper(**_: Any) -> None:
+    for sweeper in _sweepers:
+        sweeper.stop()

@@ -39,6 +39,11 @@ class JobSettings(BaseSettings):
                                                                               "visibility_timeout"),
                                     description="seconds before an unacknowledged batch is redelivered; "
                                                 "above the longest batch")
+    job_sweep_interval: float = Field(default=30.0, gt=0, description="seconds between two sweeps for batches whose "
+                                                                      "message the broker lost (crop.jobs.sweeper)")
+    job_requeue_after: float = Field(default=120.0, ge=0, description="seconds a released, unfinished batch is "
+                                                                      "missing from the broker before it is queued "
+                                                                      "again")
     task_retries: int = Field(default=3, ge=0, validation_alias=_env("CROP_JOB_TASK_RETRIES", "task_retries"),
                               description="retries of a batch on transient engine errors")
     stream_maxlen: int = Field(default=100_000, ge=1, validation_alias=_env("CROP_JOB_STREAM_MAXLEN",

@@ -11,6 +11,8 @@ Keys of a job `<id>`:
   the sums, so a batch that is delivered twice (a worker that died before acknowledging it) counts once;
 - `crop:job:<id>:released`: batch index -> the index of the batch its completion released;
   `crop:job:<id>:queued`: set of the batch indices sent to the queue;
+- `crop:job:<id>:missing`: batch index -> when the sweeper first found it released, not done and in no broker
+  list (`crop.jobs.sweeper`); `requeued` in the job's hash counts the batches it queued again;
 - `crop:job:<id>:errors`: list of job-level errors;
 - `crop:jobs` and `crop:jobs:owner:<owner>`: sorted sets of job ids by creation time;
   `crop:jobs:active:<owner>`: set of the owner's queued and running jobs;
@@ -68,6 +70,7 @@ class JobInfo(BaseModel):
     done: int
     batches: int
     batches_done: int
+    requeued: int = 0  # batches queued again by the sweeper (their message was lost)
     counts: dict[str, int]
     reasons: dict[str, int]
     seconds: dict[str, float]
@@ -90,7 +93,7 @@ def job_key(job_id: str) -> str:
 def _keys(job_id: str) -> dict[str, str]:
     k = job_key(job_id)
     return {"job": k, "ranges": f"{k}:ranges", "counts": f"{k}:counts", "done": f"{k}:done",
-            "released": f"{k}:released", "queued": f"{k}:queued", "errors": f"{k}:errors"}
+            "released": f"{k}:released", "queued": f"{k}:queued", "errors": f"{k}:errors", "missing": f"{k}:missing"}
 
 
 # queued -> running, when a worker starts a batch; returns {state, whether batch ARGV[2] is done already}
@@ -354,6 +357,32 @@ class JobStore:
         return str(self._finish(keys=[k["job"], f"crop:jobs:active:{owner}", k["errors"]],
                                 args=[state.value, repr(time.time()), job_id, error, ERRORS_KEPT]))
 
+    def active_jobs(self) -> list[str]:
+        """The ids of every owner's queued and running jobs."""
+        ids: set[str] = set()
+        for key in self.redis.scan_iter("crop:jobs:active:*", count=500):
+            ids.update(self.redis.smembers(key))
+        return sorted(ids)
+
+    def note_missing(self, job_id: str, missing: set[int], now: float, after: float) -> list[int]:
+        """Record that these batches of a job are missing from the broker now (and that the others are not);
+        returns those missing since at least `after` seconds, forgetting them (they are about to be queued)."""
+        key = _keys(job_id)["missing"]
+        seen = {int(i): float(t) for i, t in self.redis.hgetall(key).items()}
+        pipe = self.redis.pipeline(transaction=True)
+        gone = [i for i in seen if i not in missing]
+        new = {str(i): repr(now) for i in missing if i not in seen}
+        overdue = sorted(i for i in missing if i in seen and now - seen[i] >= after)
+        if gone or overdue:
+            pipe.hdel(key, *(str(i) for i in gone + overdue))
+        if new:
+            pipe.hset(key, mapping=new)
+        pipe.execute()
+        return overdue
+
+    def count_requeued(self, job_id: str) -> None:
+        self.redis.hincrby(job_key(job_id), "requeued", 1)
+
     def add_error(self, job_id: str, error: str) -> None:
         key = _keys(job_id)["errors"]
         self.redis.pipeline().rpush(key, error).ltrim(key, -ERRORS_KEPT, -1).execute()
@@ -386,6 +415,7 @@ def _info(fields: dict[str, str], counts: dict[str, str], errors: list[str], now
                    src_lang=fields.get("src_lang") or None, format=fields["format"], engine=fields["engine"],
                    options=json.loads(fields.get("options") or "{}"), total=total, done=done,
                    batches=int(fields["batches"]), batches_done=int(fields.get("batches_done", 0)),
+                   requeued=int(fields.get("requeued", 0)),
                    counts=by["status"], reasons=by["reason"], seconds=by["seconds"],
                    rate=round(rate, 3) if rate is not None else None,
                    eta_seconds=round(eta, 1) if eta is not None else None,
