@@ -13,6 +13,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from crop.cli_common import ENGINE_ERROR, check_outputs, count_lines, err, fail, warn
 from crop.cli_jobs import job_app
 from crop.cli_lst import lst_app
+from crop.cli_models import models_app
 from crop.cli_worker import worker
 from crop.errors import EngineUnavailable
 from crop.io import (
@@ -36,6 +37,7 @@ app = typer.Typer(help="Zero-shot cross-lingual NER by labeled sequence translat
                   no_args_is_help=True, add_completion=False)
 app.add_typer(lst_app, name="lst")
 app.add_typer(job_app, name="job")
+app.add_typer(models_app, name="models")
 app.command()(worker)
 
 
@@ -191,28 +193,59 @@ def _force_progress() -> bool:
 
 @app.command()
 def tag(
-    sentence: Annotated[str, typer.Argument(help="one sentence")],
     lang: Annotated[str, typer.Option("--lang", parser=normalize_lang, help="its language, e.g. es (also spa, es-ES)")],
+    sentence: Annotated[str | None, typer.Argument(help="one sentence (or a file: --model with --input)")] = None,
     translator: Annotated[str, typer.Option(help="translation engine spec")] = "apertium",
     tagger: Annotated[str, typer.Option(help="English NER engine spec")] = "spacy",
     json_out: Annotated[bool, typer.Option("--json", help="print the whole result as JSON")] = False,
+    model: Annotated[str | None, typer.Option("--model", help="tag with a self-trained student instead (no "
+                                              "translation): its model folder, or the registry folder `crop train "
+                                              "--output` wrote (its current version)")] = None,
+    input: Annotated[Path | None, typer.Option("--input", help="with --model: text (one sentence a line) or JSONL "
+                                               "(id, tokens or text; tokens are kept as given)")] = None,
+    output: Annotated[Path | None, typer.Option("--output", help="with --input: JSONL in the line format of "
+                                                "`crop project`, written whole or not at all")] = None,
+    batch_size: Annotated[int, typer.Option(min=1, help="with --input: sentences per model call")] = 64,
+    strict_input: Annotated[bool, typer.Option("--strict-input", help="with --input: stop at the first malformed "
+                                               "line (default: write it as failed, with the reason)")] = False,
 ) -> None:
-    """Entities of one sentence through the CROP pipeline (translate, tag in English, project back)."""
-    from crop.io import sentence_from_record
+    """Entities of one sentence through the CROP pipeline (translate, tag in English, project back), or with
+    --model by a self-trained student: one sentence, or a file (--input, --output).
 
-    if not sentence.strip():
+    Exit status: 0 done, 1 an engine failed, 2 bad usage."""
+    if input is not None or output is not None:
+        if model is None:
+            fail("--input/--output tag a file with a student (--model PATH); to run CROP on a file use crop project")
+        if input is None or output is None:
+            fail("tagging a file needs both --input and --output")
+        if sentence is not None:
+            fail("give a SENTENCE or --input, not both")
+    elif sentence is None:
+        fail("give a SENTENCE, or --model PATH --input IN --output OUT")
+    if sentence is not None and not sentence.strip():
         fail("the sentence is empty")
-    projector = Projector(ProjectorConfig(policy="partial", drop_all_o=False, langid=False, max_tokens=10**6))
-    pipe = _pipeline(translator, tagger, projector, 1)
-    try:
-        pipe.check(lang)
-    except ValueError as exc:
-        fail(str(exc))
-    try:
-        result = pipe.project_batch([sentence_from_record({"id": "cli", "text": sentence}, lang)])[0]
-    except EngineUnavailable as exc:
-        fail(f"engine unavailable: {exc}", ENGINE_ERROR)
-        raise
+    if model is not None:
+        student = _load_student(model)
+        if input is not None and output is not None:
+            _tag_file(student, input, output, lang, batch_size, strict_input)
+            return
+        from crop.io import sentence_from_record
+
+        result = student.tagger.tag_inputs([sentence_from_record({"id": "cli", "text": sentence}, lang)])[0]
+    else:
+        from crop.io import sentence_from_record
+
+        projector = Projector(ProjectorConfig(policy="partial", drop_all_o=False, langid=False, max_tokens=10**6))
+        pipe = _pipeline(translator, tagger, projector, 1)
+        try:
+            pipe.check(lang)
+        except ValueError as exc:
+            fail(str(exc))
+        try:
+            result = pipe.project_batch([sentence_from_record({"id": "cli", "text": sentence}, lang)])[0]
+        except EngineUnavailable as exc:
+            fail(f"engine unavailable: {exc}", ENGINE_ERROR)
+            raise
     if result.status == "failed":
         fail(result.reason or "failed", ENGINE_ERROR)
     if result.reason and result.reason.startswith("token_too_long"):
@@ -222,6 +255,67 @@ def tag(
         return
     for e in result.entities:
         typer.echo(f"{e.text}\t{e.label}\t{e.start}-{e.end}\t{e.method}\t{e.score:.2f}")
+
+
+def _load_student(location: str):  # -> crop.tag.student.LoadedStudent (imported late: spaCy/torch)
+    """The student of `--model` (a folder, or a registry's current version), or a usage error saying why."""
+    from crop.tag.student import load_student_at
+
+    try:
+        student = load_student_at(location)
+    except (ValueError, OSError) as exc:
+        fail(f"--model {location}: {exc}")
+        raise
+    err.print(f"student {student.name} {student.version} ({student.kind}, {student.folder})", markup=False)
+    return student
+
+
+def _tag_file(student, input: Path, output: Path, lang: str, batch_size: int, strict_input: bool) -> None:
+    """`crop tag --model`: every input line tagged by the student, in its place, written to `output` under a
+    temporary name renamed into place at the end (an invalid line is a failed line, as in `crop project`)."""
+    from itertools import islice
+
+    from crop.pipeline import invalid_result
+
+    if not input.exists() and str(input) != "-":
+        fail(f"input file {input} does not exist")
+    check_outputs(input, {"--output": output})
+    ids = DuplicateIds()
+    try:
+        out = JsonlWriter(output, atomic=True)
+    except OSError as exc:
+        fail(f"cannot write {exc.filename}: {exc.strerror or exc}")
+        raise
+    progress = Progress(TextColumn("[bold]tagging"), BarColumn(), MofNCompleteColumn(),
+                        TextColumn("entities {task.fields[entities]}"), TimeElapsedColumn(), console=err,
+                        disable=not err.is_terminal and not _force_progress())
+    done = False
+    failed = entities = 0
+    try:
+        with progress:
+            task = progress.add_task("tag", total=count_lines(input), entities=0)
+            items = iter(read_input(input, lang, on_error="raise" if strict_input else "keep", ids=ids))
+            while batch := list(islice(items, batch_size)):
+                valid = [s for s in batch if isinstance(s, InputSentence)]
+                tagged = iter(student.tagger.tag_inputs(valid))
+                for item in batch:
+                    result = next(tagged) if isinstance(item, InputSentence) else invalid_result(item)
+                    failed += result.status == "failed"
+                    entities += len(result.entities)
+                    out.write(result)
+                progress.update(task, advance=len(batch), entities=entities)
+        done = True
+    except InputError as exc:
+        fail(f"{exc}; run stopped after {out.count} sentence(s), nothing written ({output} left as it was)")
+    finally:
+        if not done:
+            out.discard()
+    out.close()
+    duplicates = ids.message(str(input))
+    if duplicates:
+        warn(duplicates)
+    err.print(f"{out.count} sentences tagged by {student.name} {student.version}: {entities} entities, "
+              f"{failed} failed (invalid input)", markup=False)
 
 
 @app.command("eval")

@@ -143,11 +143,16 @@ class TranslatorInfo(BaseModel):
 # -- tagger -------------------------------------------------------------------------------------------------------
 
 
+TagMode = Literal["crop", "model", "student"]
+
+
 class TagRequest(TextsRequest):
     lang: Lang
-    mode: Literal["crop", "model"] = Field(
-        default="crop", description="crop: translate to English, tag, project back (any language the translator "
-        "serves); model: the tagger's own model on the text (the languages it tags)")
+    mode: TagMode | None = Field(
+        default=None, description="crop: translate to English, tag, project back (any language the translator "
+        "serves); model: the tagger's own model on the text (the languages it tags); student: the self-trained "
+        "multilingual student on the text, no translation (any language). Unset: student for a language where the "
+        "current student's dev F1 is at least crop's (see /v1/info `student.default_languages`), else crop")
 
 
 class Entity(BaseModel):
@@ -166,8 +171,19 @@ class TagResult(BaseModel):
     reason: str | None = None
 
 
+class ModelRef(BaseModel):
+    """A model version that answered (mode student: the student's registry name and version)."""
+
+    name: str
+    version: str
+
+
 class TagResponse(BaseModel):
     results: list[TagResult]
+    mode: TagMode = Field(default="crop", description="the mode that answered (the request's, or the default for "
+                          "its language)")
+    model: ModelRef | None = Field(default=None, description="mode student: the student version that tagged every "
+                                   "sentence of this request")
 
 
 class UpstreamInfo(BaseModel):
@@ -179,6 +195,26 @@ class UpstreamInfo(BaseModel):
         "last request failed (calls fail at once with 503 for a few seconds, then it is tried again)")
     since: datetime = Field(description="when it entered this state")
     last_error: str | None = Field(default=None, description="the latest failure, if any")
+
+
+class StudentInfo(BaseModel):
+    """The student the tagger serves in mode student, and where it comes from."""
+
+    source: str = Field(description="the model folder or registry (CROP_TAGGER_STUDENT)")
+    loaded: bool = Field(description="a version is loaded (mode student works)")
+    name: str | None = None
+    version: str | None = Field(default=None, description="the version answering now")
+    kind: str | None = Field(default=None, description="spacy or transformers")
+    languages: list[str] = Field(default_factory=list, description="languages it was evaluated on (its metrics); "
+                                 "mode student also tags any other")
+    metrics: dict[str, dict[str, float]] = Field(default_factory=dict, description="dev F1 per language: "
+                                                 "student, and crop's when known")
+    default_languages: list[str] = Field(default_factory=list, description="languages whose default mode is "
+                                         "student (its dev F1 there at least crop's)")
+    loaded_at: datetime | None = None
+    reloads: int = Field(default=0, description="versions swapped in since start")
+    last_error: str | None = Field(default=None, description="the last failed reload (the previous version kept "
+                                   "serving)")
 
 
 class TaggerInfo(BaseModel):
@@ -193,6 +229,8 @@ class TaggerInfo(BaseModel):
                         "translator: see `upstream`)")
     upstream: UpstreamInfo | None = Field(default=None, description="the remote translator of mode crop "
                                           "(CROP_TAGGER_TRANSLATOR=remote:...); null for an in-process one")
+    student: StudentInfo | None = Field(default=None, description="the student of mode student "
+                                        "(CROP_TAGGER_STUDENT); null when none is configured")
 
 
 # -- projector ----------------------------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated, TypeVar
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import AliasChoices, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from crop.text import MAX_TOKEN_CHARS
@@ -63,13 +63,23 @@ class TranslatorSettings(ServiceSettings):
 
 
 class TaggerSettings(ServiceSettings):
-    model_config = SettingsConfigDict(env_prefix="CROP_TAGGER_", extra="ignore")
+    # populate_by_name: `redis_url=` as a keyword, while the environment gives it as CROP_REDIS_URL (shared)
+    model_config = SettingsConfigDict(env_prefix="CROP_TAGGER_", extra="ignore", populate_by_name=True)
 
     port: int = 8102
     engine: str = "spacy"
     # the translation engine of mode "crop" (a spec: apertium, ctranslate2:/models/x, remote:http://translator:8101)
     translator: str = "apertium"
     pivot: str = "en"
+    # the self-trained student of mode "student": a model folder, or a model registry (a folder or an fsspec URL,
+    # as `crop train --output` writes it) whose current version is served and hot-reloaded; empty: no student
+    student: str = ""
+    student_poll: float = Field(default=30.0, ge=0, description="seconds between two looks at the registry's "
+                                "`current` (0: never; announcements on Redis still reload)")
+    # where trainers announce new versions (channel crop:models): CROP_TAGGER_REDIS_URL, else the CROP_REDIS_URL
+    # the jobs and the trainer share; empty: polling only
+    redis_url: str = Field(default="", validation_alias=AliasChoices("CROP_TAGGER_REDIS_URL", "CROP_REDIS_URL"),
+                           description="Redis of the crop:models announcements")
 
 
 class ProjectorSettings(ServiceSettings):

@@ -1,8 +1,13 @@
 """The tagger service: entities of sentences in any language the translator serves (mode "crop": translate to
-English, tag, translate back with markers, project), or by the tagger's own model (mode "model"), and a page to
-try it at `/`.
+English, tag, translate back with markers, project), by the tagger's own model (mode "model"), or by the
+self-trained multilingual student (mode "student", no translation), and a page to try it at `/`.
 
     crop serve tagger            # CROP_TAGGER_ENGINE=transformers:/models/xlmr CROP_TAGGER_TRANSLATOR=remote:...
+                                 # CROP_TAGGER_STUDENT=models/ner (a registry: its current version, hot-reloaded)
+
+A request without a mode gets the student for a language where the current student's dev F1 is at least mode
+crop's (both in the version's meta.json), else mode crop. Each request is answered whole by the student version it
+started with: a reload swaps the version for the requests that come after it (see `crop.tag.student`).
 """
 
 from __future__ import annotations
@@ -17,7 +22,16 @@ from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import HTMLResponse
 from prometheus_client import Gauge
 
-from crop.api.schemas import Entity, TaggerInfo, TagRequest, TagResponse, TagResult, UpstreamInfo
+from crop.api.schemas import (
+    Entity,
+    ModelRef,
+    StudentInfo,
+    TaggerInfo,
+    TagRequest,
+    TagResponse,
+    TagResult,
+    UpstreamInfo,
+)
 from crop.api.service import V1, create_service, get_state
 from crop.api.settings import TaggerSettings
 from crop.engine_view import tag_text
@@ -28,6 +42,7 @@ from crop.pipeline import CropPipeline
 from crop.project import Projector, ProjectorConfig
 from crop.remote_http import RemoteEngine, UpstreamLink
 from crop.tag.base import Tagger
+from crop.tag.student import LoadedStudent, StudentHolder, StudentSource
 from crop.translate.base import Translator
 from crop.types import Status
 
@@ -42,6 +57,7 @@ class TaggerEngines:
     tagger: Tagger
     pipeline: CropPipeline | None
     link: UpstreamLink[RemoteEngine] | None = None
+    student: StudentHolder | None = None  # mode student (CROP_TAGGER_STUDENT); None: not configured
 
     def model_languages(self) -> list[str]:
         return list(self.tagger.languages())
@@ -65,9 +81,11 @@ class TaggerEngines:
 
 
 def _run(engines: TaggerEngines, key: Hashable, items: list[Any]) -> list[Any]:
-    mode, lang = key  # type: ignore[misc]
-    if mode == "model":
-        spans = tag_text(engines.tagger, items, lang)  # clean text for the model, offsets into the text sent
+    mode, lang, *rest = key  # type: ignore[misc]
+    if mode in ("model", "student"):
+        # mode student: the version the request started with (part of the key), whatever is current now
+        tagger = rest[0].tagger if mode == "student" else engines.tagger
+        spans = tag_text(tagger, items, lang)  # clean text for the model, offsets into the text sent
         return [TagResult(text=t, entities=[Entity(start=s.start, end=s.end, text=s.text, label=s.label,
                                                    score=round(s.score, 4)) for s in sp])
                 for t, sp in zip(items, spans, strict=True)]
@@ -78,6 +96,45 @@ def _run(engines: TaggerEngines, key: Hashable, items: list[Any]) -> list[Any]:
                       entities=[Entity(start=e.start, end=e.end, text=e.text, label=e.label, score=e.score,
                                        method=e.method) for e in r.entities])
             for t, r in zip(items, results, strict=True)]
+
+
+def _student_info(holder: StudentHolder | None, source: str) -> StudentInfo | None:
+    if holder is None:
+        return StudentInfo(source=source, loaded=False) if source else None
+    status = holder.status()
+    held = holder.current()
+    if held is None:
+        return StudentInfo(source=status["source"], loaded=False, last_error=status["last_error"])
+    return StudentInfo(source=status["source"], loaded=True, name=held.name, version=held.version, kind=held.kind,
+                       languages=held.languages(), metrics=held.metrics, default_languages=held.default_languages(),
+                       loaded_at=held.loaded_at, reloads=status["reloads"], last_error=status["last_error"])
+
+
+def _no_student(holder: StudentHolder | None) -> HTTPException:
+    """503 for mode student while no student version is loaded, saying why."""
+    if holder is None:
+        return HTTPException(503, "mode student needs a student model, and this tagger has none: set "
+                                  "CROP_TAGGER_STUDENT to a model folder or registry; modes crop and model work")
+    why = holder.last_error or "its registry has no current version yet"
+    return HTTPException(503, f"mode student: no student is loaded from {holder.source.location} ({why}); modes crop "
+                              "and model work", headers={"Retry-After": str(max(1, int(holder.poll_seconds or 30)))})
+
+
+def _student_lifespan(app: FastAPI) -> None:
+    """The student's reload threads stopped when the app stops (they are started once its engines load)."""
+    inner = app.router.lifespan_context
+
+    @asynccontextmanager
+    async def lifespan(a: FastAPI) -> AsyncIterator[Any]:
+        try:
+            async with inner(a) as state:
+                yield state
+        finally:
+            engines: TaggerEngines | None = a.state.service.engine
+            if engines is not None and engines.student is not None:
+                engines.student.stop()
+
+    app.router.lifespan_context = lifespan
 
 
 def _crop_pipeline(translator: Translator, tagger: Tagger, pivot: str) -> CropPipeline:
@@ -128,14 +185,28 @@ def create_app(settings: TaggerSettings | None = None, engines: TaggerEngines | 
 
     def load() -> TaggerEngines:
         if engines is not None:
+            if engines.student is not None:
+                engines.student.refresh()  # a no-op when it holds the current version already
+                engines.student.start()
             return engines
         from crop.tag import load_tagger
         from crop.translate import load_translator
 
+        student = None
+        if settings.student:
+            # a folder that holds something else than a model or a registry fails the load (retried, and said
+            # in /health/ready); a registry without a version yet (a missing or empty folder), or whose current
+            # version fails to load, does not: modes crop and model serve, and the poller tries again
+            student = StudentHolder(StudentSource(settings.student, allow_empty=True),
+                                    poll_seconds=settings.student_poll, redis_url=settings.redis_url)
+            student.refresh()
         tagger = load_tagger(settings.engine)
+        if student is not None:
+            student.start()
         if link is None:
-            return TaggerEngines(tagger, _crop_pipeline(load_translator(settings.translator), tagger, pivot))
-        loaded = TaggerEngines(tagger, None, link)
+            return TaggerEngines(tagger, _crop_pipeline(load_translator(settings.translator), tagger, pivot),
+                                 student=student)
+        loaded = TaggerEngines(tagger, None, link, student=student)
 
         def connected(translator: RemoteEngine) -> None:
             loaded.pipeline = _crop_pipeline(translator, tagger, pivot)  # type: ignore[arg-type]
@@ -154,6 +225,7 @@ def create_app(settings: TaggerSettings | None = None, engines: TaggerEngines | 
 
     if link is not None:
         _watch_upstream(app, link)
+    _student_lifespan(app)
 
     @app.get("/v1/info", response_model=TaggerInfo, dependencies=V1)
     def info(request: Request) -> TaggerInfo:
@@ -164,33 +236,47 @@ def create_app(settings: TaggerSettings | None = None, engines: TaggerEngines | 
                           crop_languages=eng.crop_languages() if eng else [],
                           translator=eng.pipeline.translator.name if eng and eng.pipeline else settings.translator,
                           pivot=pivot, ready=state.ready,
-                          upstream=UpstreamInfo(**link.status()) if link is not None else None)
+                          upstream=UpstreamInfo(**link.status()) if link is not None else None,
+                          student=_student_info(eng.student if eng else None,
+                                                settings.student if eng is None else ""))
 
     @app.post("/v1/tag", response_model=TagResponse, dependencies=V1,
               responses={400: {"description": "language not served in this mode"}, 413: {"description": "too large"},
                          429: {"description": "too many requests waiting"},
-                         503: {"description": "not ready, or (mode crop) the translator is not reachable: see "
-                                              "Retry-After"}})
+                         503: {"description": "not ready, (mode crop) the translator is not reachable, or (mode "
+                                              "student) no student is loaded: see Retry-After"}})
     async def tag(body: TagRequest, request: Request) -> TagResponse:
         state = get_state(request)
         texts = body.all_texts()
         state.check_sizes(texts, body.lang)
         eng: TaggerEngines | None = state.engine
+        # the student version this request is answered by, taken once: a reload while it waits changes nothing
+        student: LoadedStudent | None = eng.student.current() if eng is not None and eng.student is not None \
+            else None
+        mode = body.mode
+        if mode is None:
+            mode = "student" if student is not None and student.is_default(body.lang) else "crop"
         if eng is not None and state.ready:
-            if body.mode == "model" and body.lang not in eng.tagger.languages():
+            if mode == "student" and student is None:
+                raise _no_student(eng.student)
+            if mode == "model" and body.lang not in eng.tagger.languages():
                 raise HTTPException(400, f"the tagger's model ({eng.tagger.name}) tags "
                                          f"{', '.join(eng.model_languages())}, not {body.lang!r}; use mode crop")
             # (without a pipeline yet, the queue answers 503: the translator is not reachable)
-            if body.mode == "crop" and body.lang != pivot and eng.pipeline is not None \
+            if mode == "crop" and body.lang != pivot and eng.pipeline is not None \
                     and body.lang not in eng.crop_languages():
                 raise HTTPException(400, f"language {body.lang!r} is not served through {pivot!r} by "
                                          f"{eng.pipeline.translator.name!r} (it serves: "
                                          f"{', '.join(eng.crop_languages()) or 'none'})")
-        lang_mode = "model" if body.mode == "model" or body.lang == pivot else "crop"
+        if mode == "student" and student is not None:
+            results = await state.submit(("student", body.lang, student), texts, texts)
+            return TagResponse(results=results, mode="student",
+                               model=ModelRef(name=student.name, version=student.version))
+        lang_mode = "model" if mode == "model" or body.lang == pivot else "crop"
         results = await state.submit((lang_mode, body.lang), texts, texts)
         for r in results:
             if r.status == Status.failed:
                 raise HTTPException(500, f"the engines failed on a sentence: {r.reason}")
-        return TagResponse(results=results)
+        return TagResponse(results=results, mode=lang_mode)
 
     return app
