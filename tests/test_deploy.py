@@ -44,7 +44,8 @@ JOB_VARS = ("CROP_REDIS_URL", "CROP_STORAGE_", "CROP_JOB_")
 SHARED_VARS = {"translator": ("CROP_LOG_LEVEL", "CROP_OPENAI_", "HF_"),
                "tagger": ("CROP_LOG_LEVEL", "CROP_REMOTE_", "HF_"),
                "projector": ("CROP_LOG_LEVEL", *JOB_VARS),
-               "worker": ("CROP_LOG_LEVEL", "CROP_REMOTE_", *JOB_VARS)}
+               "worker": ("CROP_LOG_LEVEL", "CROP_REMOTE_", *JOB_VARS),
+               "trainer": ("CROP_LOG_LEVEL", *JOB_VARS)}
 # the worker runs the projector's image (`crop worker`); its settings are documented with the projector's
 DOCUMENTED_IN = {"worker": "projector"}
 
@@ -108,7 +109,7 @@ def test_compose_config_is_valid(files: tuple[Path, ...]) -> None:
     config, stderr = compose_config(*files)
     # a ${VAR} without default (or another problem compose tolerates) shows as a WARNING
     assert "WARNING" not in stderr, stderr
-    assert set(config["services"]) == {"redis", "worker", *SERVICES}
+    assert set(config["services"]) == {"redis", "worker", "trainer", *SERVICES}
 
 
 _SCHEMA_CHECK = """

@@ -14,6 +14,10 @@ from crop.cli_common import ENGINE_ERROR, check_outputs, count_lines, err, fail,
 from crop.cli_jobs import job_app
 from crop.cli_lst import lst_app
 from crop.cli_models import models_app
+from crop.cli_train import train_app
+from crop.cli_trainer import status as train_status
+from crop.cli_trainer import submit as train_submit
+from crop.cli_trainer import trainer
 from crop.cli_worker import worker
 from crop.errors import EngineUnavailable
 from crop.io import (
@@ -38,6 +42,10 @@ app = typer.Typer(help="Zero-shot cross-lingual NER by labeled sequence translat
 app.add_typer(lst_app, name="lst")
 app.add_typer(job_app, name="job")
 app.add_typer(models_app, name="models")
+train_app.command("submit")(train_submit)
+train_app.command("status")(train_status)
+app.add_typer(train_app, name="train")
+app.command()(trainer)
 app.command()(worker)
 
 

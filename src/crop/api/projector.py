@@ -16,6 +16,7 @@ from crop.api.jobs import JOBS_PATH, mount_jobs
 from crop.api.schemas import ProjectItem, ProjectorInfo, ProjectRequest, ProjectResponse
 from crop.api.service import V1, create_service, get_state
 from crop.api.settings import ProjectorSettings
+from crop.api.train import router as train_router
 from crop.jobs.settings import JobSettings, load_job_settings
 from crop.project import ProjectionRequest, Projector, ProjectorConfig
 from crop.text import tokenize
@@ -58,6 +59,7 @@ def create_app(settings: ProjectorSettings | None = None, jobs: JobSettings | No
                          streamed=frozenset({JOBS_PATH}) if with_jobs else frozenset())
     if with_jobs:
         mount_jobs(app, jobs)
+        app.include_router(train_router)
 
     @app.get("/v1/info", response_model=ProjectorInfo, dependencies=V1)
     def info(request: Request) -> ProjectorInfo:

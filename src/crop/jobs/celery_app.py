@@ -41,7 +41,7 @@ def celery_config(settings: JobSettings) -> dict[str, Any]:
         "task_default_queue": QUEUE,
         "worker_cancel_long_running_tasks_on_connection_loss": False,  # acks_late: redelivered, and idempotent
         "worker_hijack_root_logger": False,
-        "include": ["crop.jobs.tasks"],
+        "include": ["crop.jobs.tasks", "crop.train.tasks"],
     }
 
 
