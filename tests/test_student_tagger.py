@@ -158,18 +158,7 @@ def test_a_registry_resolves_to_its_current_version(registry: ModelRegistry, tmp
     assert plain.kind == "folder" and plain.resolve().metrics == {}  # type: ignore[union-attr]
 
 
-def test_a_registry_written_by_hand_resolves_without_the_registry_class(
-        students: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import crop.tag.student as student_module
-
-    monkeypatch.setattr(student_module, "_registry_class", lambda: None)  # the layout alone, as the spec gives it
-    root = tmp_path / "hand"
-    shutil.copytree(students["ORG"], root / "v0007" / "model")
-    (root / "v0007" / "meta.json").write_text(json.dumps({"name": "ner", "version": "v0007", "metrics": METRICS}))
-    (root / "current").write_text("v0007\n")
-    loaded = load_student_at(root)
-    assert (loaded.version, loaded.metrics, loaded.kind) == ("v0007", METRICS, "spacy")
-    assert [(s.text, s.label) for s in loaded.tagger.tag([SENTENCE], "es")[0]] == [("Juan", "PER"), ("Madrid", "ORG")]
+def test_a_spacy_folder_holding_the_registry_meta_loads(students: dict[str, Path], tmp_path: Path) -> None:
     # a spaCy folder whose meta.json is the registry's (spaCy's own overwritten) still loads, from its config.cfg
     merged = shutil.copytree(students["LOC"], tmp_path / "merged")
     (merged / "meta.json").write_text(json.dumps({"name": "ner", "version": "v0003", "metrics": METRICS}))

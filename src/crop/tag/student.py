@@ -31,6 +31,7 @@ from crop.labels import LabelScheme, bio_to_spans
 from crop.tag.base import finish_span
 from crop.tag.transformers import AnyLanguage
 from crop.text import tokenize
+from crop.train.students.base import model_kind
 from crop.types import ProjectedEntity, ProjectionResult, Span, Status
 
 if TYPE_CHECKING:
@@ -46,15 +47,6 @@ _URL = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
 
 
 # ------------------------------------------------------------------------------------------------ the model
-
-
-def model_kind(folder: Path) -> str | None:
-    """'spacy' (a config.cfg), 'transformers' (a config.json) or None: what kind of model a folder holds."""
-    if (folder / "config.cfg").is_file():
-        return "spacy"
-    if (folder / "config.json").is_file():
-        return "transformers"
-    return None
 
 
 def find_model_folder(folder: Path) -> tuple[Path, str]:
@@ -215,24 +207,6 @@ class ResolvedStudent:
     metrics: dict[str, dict[str, float]] = field(default_factory=dict)
 
 
-def _registry_class() -> Any:
-    """`crop.train.registry.ModelRegistry` when that module is there (object-store registries need it)."""
-    try:
-        from crop.train.registry import ModelRegistry
-    except ImportError:
-        return None
-    return ModelRegistry
-
-
-def _registry_errors() -> tuple[type[Exception], ...]:
-    """The registry's own errors (an unknown version, a broken meta.json), to be reported as ValueError."""
-    try:
-        from crop.train.registry import RegistryError
-    except ImportError:
-        return ()
-    return (RegistryError,)
-
-
 def _is_local_registry(folder: Path) -> bool:
     if (folder / CURRENT).is_file():
         return True
@@ -252,44 +226,31 @@ def _metrics(raw: Any) -> dict[str, dict[str, float]]:
 
 
 class StudentSource:
-    """A student location: a model folder (one fixed version), or a registry (a folder or an fsspec URL) whose
-    `current` names the version to serve. ValueError for a local path that does not exist or holds neither;
-    with `allow_empty`, such a path is a registry that has no version yet (a tagger started before the first
-    training run: the poller picks up the first version when it appears)."""
+    """A student location: a model folder (one fixed version), or a registry (`crop.train.registry`: a folder or
+    an fsspec URL) whose `current` names the version to serve. ValueError for a local path that does not exist
+    or holds neither; with `allow_empty`, such a path is a registry that has no version yet (a tagger started
+    before the first training run: the poller picks up the first version when it appears)."""
 
     def __init__(self, location: str | Path, *, allow_empty: bool = False) -> None:
+        from crop.train.registry import ModelRegistry
+
         self.location = str(location)
-        self._registry: Any = None
         self._fixed: ResolvedStudent | None = None
+        self.kind = "registry"
         if _URL.match(self.location) and not self.location.startswith("file://"):
-            cls = _registry_class()
-            if cls is None:
-                raise ValueError(f"{self.location}: a registry URL needs crop.train.registry, which is not installed")
-            self.kind = "registry"
-            self._registry = cls.at(self.location)
-            self._root: Path | None = None
+            self._registry = ModelRegistry.at(self.location)
             self.name = self.location.rstrip("/").rsplit("/", 1)[-1]
             return
         root = Path(self.location.removeprefix("file://")).expanduser()
+        self.name = root.resolve().name
+        self._registry = ModelRegistry.at(str(root))
         if allow_empty and (not root.exists() or (root.is_dir() and not any(root.iterdir()))):
             log.warning("student registry has no version yet", extra={"source": self.location})
-            self.kind = "registry"
-            self._root = root
-            self.name = root.name
-            cls = _registry_class()
-            self._registry = cls.at(str(root)) if cls is not None else None
             return
         if not root.is_dir():
             raise ValueError(f"{root}: no such folder (a student model folder, or a model registry as "
                              "`crop train --output` writes it)")
-        self._root = root
-        self.name = root.resolve().name
-        if _is_local_registry(root):
-            self.kind = "registry"
-            cls = _registry_class()
-            if cls is not None:
-                self._registry = cls.at(str(root))
-        else:
+        if not _is_local_registry(root):
             self.kind = "folder"
             folder, _ = find_model_folder(root)  # raises for a folder without a model
             meta = _registry_meta(root) or {}
@@ -302,23 +263,20 @@ class StudentSource:
 
     def current_version(self) -> str | None:
         """The version to serve now (cheap: one small read); None when a registry has no current version yet."""
+        from crop.train.registry import RegistryError
+
         if self._fixed is not None:
             return self._fixed.version
-        if self._registry is not None:
-            try:
-                return self._registry.current()
-            except _registry_errors() as exc:
-                raise ValueError(str(exc)) from exc
-        assert self._root is not None
         try:
-            version = (self._root / CURRENT).read_text(encoding="utf-8").strip()
-        except FileNotFoundError:
-            return None
-        return version or None
+            return self._registry.current()
+        except RegistryError as exc:
+            raise ValueError(str(exc)) from exc
 
     def resolve(self, version: str | None = None) -> ResolvedStudent | None:
         """A version (the current one by default) with its metrics and a local folder holding its model; None
         when a registry has no current version yet."""
+        from crop.train.registry import RegistryError
+
         if self._fixed is not None:
             if version is not None and version != self._fixed.version:
                 raise ValueError(f"{self.location} is one model folder ({self._fixed.version}); it has no version "
@@ -327,22 +285,14 @@ class StudentSource:
         version = version or self.current_version()
         if version is None:
             return None
-        if self._registry is not None:
-            try:
-                meta = self._registry.meta(version)
-                local = Path(self._registry.local_copy(version))
-            except _registry_errors() as exc:
-                raise ValueError(str(exc)) from exc
-            data = meta.model_dump() if hasattr(meta, "model_dump") else dict(meta)
-        else:
-            assert self._root is not None
-            local = self._root / version
-            data = _read_json(local / META)
-            if data is None:
-                raise ValueError(f"{local}: version {version!r} has no readable {META} (not published, or not whole)")
+        try:
+            meta = self._registry.meta(version)
+            local = Path(self._registry.local_copy(version))
+        except RegistryError as exc:
+            raise ValueError(str(exc)) from exc
         folder, _ = find_model_folder(local)
-        return ResolvedStudent(name=str(data.get("name") or self.name), version=str(data.get("version") or version),
-                               folder=folder, metrics=_metrics(data.get("metrics")))
+        return ResolvedStudent(name=meta.name or self.name, version=meta.version, folder=folder,
+                               metrics=_metrics(meta.metrics))
 
 
 # ------------------------------------------------------------------------------------------------ hot reload

@@ -54,6 +54,7 @@ from pydantic import BaseModel, Field, ValidationError
 
 import crop
 from crop.storage import Storage, check_key
+from crop.train.students.base import model_kind
 
 log = logging.getLogger(__name__)
 
@@ -119,15 +120,6 @@ def better_or_equal(new: dict[str, dict[str, float]], current: dict[str, dict[st
         if theirs is None or theirs < scores["student"]:
             return False
     return True
-
-
-def detect_kind(folder: Path) -> str:
-    """spacy (config.cfg) or transformers (config.json), "unknown" otherwise: for a meta without "kind"."""
-    if (folder / "config.cfg").is_file():
-        return "spacy"
-    if (folder / "config.json").is_file():
-        return "transformers"
-    return "unknown"
 
 
 class _Heartbeat:
@@ -350,7 +342,7 @@ class ModelRegistry:
             fields["metrics"] = {lang: {k: v for k, v in scores.items() if v is not None} if isinstance(scores, dict)
                                  else scores for lang, scores in fields["metrics"].items()}
         fields.setdefault("name", self.name)
-        fields.setdefault("kind", detect_kind(folder))
+        fields.setdefault("kind", model_kind(folder) or "unknown")
         fields.setdefault("parent", previous)
         # validated before anything is written: a bad meta must not cost a version number
         new = ModelMeta(version="v0000", created=datetime.now(UTC), crop_version=crop.__version__,

@@ -9,7 +9,6 @@ and save in their library's own format, so a user can load a student without cro
 from __future__ import annotations
 
 import importlib
-import json
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal, Protocol, runtime_checkable
@@ -122,25 +121,26 @@ def new_student(config: StudentConfig) -> Student:
     return _student_class(config.kind)(config)
 
 
-def student_kind(path: Path) -> str:
-    """'spacy' or 'transformers' from a model folder's files.
+def model_kind(folder: Path) -> str | None:
+    """'spacy' (a config.cfg), 'transformers' (a config.json) or None: what kind of model a folder holds at its
+    top (the one test of it: the registry, the tagger's student and `load_student` all use it)."""
+    folder = Path(folder)
+    if (folder / "config.cfg").is_file():
+        return "spacy"
+    if (folder / "config.json").is_file():
+        return "transformers"
+    return None
 
-    A spaCy folder has config.cfg and meta.json (spaCy's own, with "pipeline"); a transformers folder has a
-    config.json (with "model_type" or "architectures")."""
+
+def student_kind(path: Path) -> str:
+    """'spacy' or 'transformers' from a model folder's files; an error for a folder that holds neither."""
     path = Path(path)
     if not path.is_dir():
         raise FileNotFoundError(f"{path}: not a model folder")
-    if (path / "config.cfg").is_file() and (path / "meta.json").is_file():
-        try:
-            meta = json.loads((path / "meta.json").read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            meta = {}
-        if isinstance(meta, dict) and ("pipeline" in meta or "spacy_version" in meta):
-            return "spacy"
-    if (path / "config.json").is_file():
-        return "transformers"
-    raise ValueError(f"{path}: neither a spaCy pipeline (config.cfg + meta.json) nor a transformers model "
-                     "(config.json)")
+    kind = model_kind(path)
+    if kind is None:
+        raise ValueError(f"{path}: neither a spaCy pipeline (config.cfg) nor a transformers model (config.json)")
+    return kind
 
 
 def load_student(path: Path) -> Student:
