@@ -103,3 +103,13 @@ def spans_to_bio(n: int, spans: Iterable[TokenSpan]) -> list[str]:
         if end - start > 1:
             tags[start + 1 : end] = ["I-" + label] * (end - start - 1)
     return tags
+
+
+def valid_bio(tags: list[str]) -> list[str]:
+    """The tags as valid BIO (IOB2), in place: an I- after O or after another type begins an entity (B-)."""
+    prev = "O"
+    for i, tag in enumerate(tags):
+        if tag.startswith("I-") and (prev == "O" or prev[2:] != tag[2:]):
+            tags[i] = "B-" + tag[2:]
+        prev = tags[i]
+    return tags

@@ -27,7 +27,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from crop.labels import LabelScheme, bio_to_spans
+from crop.labels import LabelScheme, bio_to_spans, valid_bio
 from crop.tag.base import finish_span
 from crop.tag.transformers import AnyLanguage
 from crop.text import tokenize
@@ -100,14 +100,6 @@ def _load_spacy(folder: Path) -> Any:
     return nlp
 
 
-def _valid_bio(tags: list[str]) -> list[str]:
-    """IOB2: an I- after O or after another type begins an entity."""
-    prev = "O"
-    for i, tag in enumerate(tags):
-        if tag.startswith("I-") and (prev == "O" or prev[2:] != tag[2:]):
-            tags[i] = "B-" + tag[2:]
-        prev = tags[i]
-    return tags
 
 
 class StudentTagger:
@@ -155,7 +147,7 @@ class StudentTagger:
                 tags[ent.start] = f"B-{ent.label_}"
                 for i in range(ent.start + 1, ent.end):
                     tags[i] = f"I-{ent.label_}"
-            out.append((_valid_bio(tags), [1.0] * len(doc)))  # spaCy's NER gives no probabilities
+            out.append((valid_bio(tags), [1.0] * len(doc)))  # spaCy's NER gives no probabilities
         return out
 
     def tag_inputs(self, sentences: Sequence[InputSentence]) -> list[ProjectionResult]:

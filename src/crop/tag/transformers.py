@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from crop.labels import CONLL, LabelScheme, bio_to_spans
+from crop.labels import CONLL, LabelScheme, bio_to_spans, valid_bio
 from crop.tag.base import finish_span
 from crop.text import tokenize
 from crop.torch_device import resolve_device, resolve_dtype
@@ -23,7 +23,7 @@ DEFAULT_BATCH_SIZE = 32
 _POSITIONS_AFTER_PAD = frozenset({"roberta", "xlm-roberta", "xlm-roberta-xl", "camembert", "longformer",
                                   "data2vec-text", "roberta-prelayernorm", "xmod", "ibert", "luke", "mpnet"})
 # byte-level BPE tokenizers take pre-split words only with a prefix space
-_PREFIX_SPACE = frozenset({"roberta", "longformer", "bart", "gpt2", "deberta", "roberta-prelayernorm",
+PREFIX_SPACE = frozenset({"roberta", "longformer", "bart", "gpt2", "deberta", "roberta-prelayernorm",
                            "data2vec-text"})
 _PREFIXED = re.compile(r"^([BIESLU])[-_](.+)$")
 _GENERIC = re.compile(r"^LABEL_\d+$")
@@ -209,7 +209,7 @@ class TransformersTagger:
                 if ids[rel] >= 0:
                     tags[w], scores[w] = self.tags[ids[rel]], probs[rel]
             first_job += len(plan)
-            results.append((_valid_bio(tags), scores))
+            results.append((valid_bio(tags), scores))
         return results
 
     def _subtoken_counts(self, sentences: Sequence[Sequence[str]]) -> list[list[int]]:
@@ -246,14 +246,6 @@ class TransformersTagger:
         return out
 
 
-def _valid_bio(tags: list[str]) -> list[str]:
-    """BIO (IOB2) tags: an I- after O or after another type begins an entity (B-)."""
-    prev = "O"
-    for i, tag in enumerate(tags):
-        if tag.startswith("I-") and (prev == "O" or prev[2:] != tag[2:]):
-            tags[i] = "B-" + tag[2:]
-        prev = tags[i]
-    return tags
 
 
 def model_window(model: Any, tokenizer: Any) -> int:
@@ -332,7 +324,7 @@ def _load(model: str, dtype: Any) -> tuple[Any, Any]:
                          f"head ({', '.join(sorted(missing))})")
     if looks_local and not any((path / name).is_file() for name in _TOKENIZER_FILES):
         raise ValueError(f"{model!r} has no usable tokenizer: none of {', '.join(_TOKENIZER_FILES)} in the folder")
-    kwargs = {"add_prefix_space": True} if config.model_type in _PREFIX_SPACE else {}
+    kwargs = {"add_prefix_space": True} if config.model_type in PREFIX_SPACE else {}
     try:
         tokenizer = AutoTokenizer.from_pretrained(model, **kwargs)
     except (OSError, ValueError, TypeError) as e:

@@ -28,8 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from crop.labels import CONLL
-from crop.tag.transformers import _PREFIX_SPACE, best_window, model_window, plan_windows
+from crop.labels import CONLL, valid_bio
+from crop.tag.transformers import PREFIX_SPACE, best_window, model_window, plan_windows
 from crop.torch_device import resolve_device, resolve_dtype
 from crop.train.students.base import EpochReport, LabeledSentence, StudentConfig, evaluate_student
 
@@ -68,7 +68,7 @@ class TransformersStudent:
         self.dtype = resolve_dtype(config.dtype, self.device)
         base = str(Path(config.base).expanduser()) if Path(config.base).expanduser().exists() else config.base
         base_config = AutoConfig.from_pretrained(base)
-        kwargs = {"add_prefix_space": True} if base_config.model_type in _PREFIX_SPACE else {}
+        kwargs = {"add_prefix_space": True} if base_config.model_type in PREFIX_SPACE else {}
         self.tokenizer = AutoTokenizer.from_pretrained(base, **kwargs)
         if not getattr(self.tokenizer, "is_fast", False):
             raise ValueError(f"{config.base!r} has no fast tokenizer (tokenizer.json), which word alignment needs")
@@ -249,7 +249,7 @@ class TransformersStudent:
                 if label >= 0:
                     tags[w] = LABELS[label]
             first += len(plan)
-            results.append(_valid_bio(tags))
+            results.append(valid_bio(tags))
         return results
 
     def _predict_ids(self, windows: Sequence[Sequence[str]]) -> list[list[int]]:
@@ -341,12 +341,4 @@ def _reset_head(model: Any) -> None:
                 torch.nn.init.zeros_(module.bias)
 
 
-def _valid_bio(tags: list[str]) -> list[str]:
-    """BIO (IOB2): an I- after O or after another type begins an entity (B-)."""
-    prev = "O"
-    for i, tag in enumerate(tags):
-        if tag.startswith("I-") and (prev == "O" or prev[2:] != tag[2:]):
-            tags[i] = "B-" + tag[2:]
-        prev = tags[i]
-    return tags
 
