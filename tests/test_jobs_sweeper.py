@@ -6,6 +6,7 @@ then finishes a job that lost every message of its queue (in test_jobs_reliabili
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,8 +16,11 @@ from jobs_harness import RedisServer, submit
 from crop.jobs.dispatch import QUEUE, queue_batch
 from crop.jobs.settings import JobSettings
 from crop.jobs.state import JobStore
-from crop.jobs.sweeper import LOCK, UNACKED, broker_batches, message_batch, sweep
+from crop.jobs.sweeper import LOCK, UNACKED, broker_batches, message_batch, message_task, sweep
 from crop.storage import Storage
+from crop.train.tasks import HEARTBEAT_STALE, TrainRequest, TrainState, TrainStore, run_key
+from crop.train.tasks import QUEUE as TRAIN_QUEUE
+from crop.train.tasks import TASK as TRAIN_TASK
 
 INPUT = "".join(f"Frase número {i} de Ana García en Madrid.\n" for i in range(10)).encode()
 
@@ -113,3 +117,26 @@ def test_message_batch_ignores_other_messages() -> None:
     assert message_batch("not json") is None
     assert message_batch(json.dumps({"headers": {"task": "other"}, "body": ""})) is None
     assert message_batch(json.dumps({"headers": {"task": "crop.project_batch"}, "body": "%%"})) is None
+
+
+def test_a_training_run_whose_trainer_died_is_queued_again(env: tuple[JobStore, Storage, JobSettings]) -> None:
+    """A run running with a stale heartbeat and no message in the broker (its trainer died after a redelivery
+    was dropped as a duplicate): queued again on the queue "train"; one with a message, or a fresh heartbeat, or
+    finished, is left alone."""
+    store, _, settings = env
+    runs = TrainStore(store.redis)
+    dead = runs.create("test", TrainRequest(languages=["es"]), {"es": {"kept": 1}}).id
+    alive = runs.create("test", TrainRequest(languages=["ca"]), {"ca": {"kept": 1}}).id
+    done = runs.create("test", TrainRequest(languages=["gl"]), {"gl": {"kept": 1}}).id
+    for run_id in (dead, alive, done):
+        assert runs.begin(run_id, "trainer-1") == ("running", True)
+    runs.finish(done, TrainState.succeeded)
+    now = time.time()
+    store.redis.hset(run_key(dead), "heartbeat", repr(now - HEARTBEAT_STALE - 1))
+    store.redis.hset(run_key(done), "heartbeat", repr(now - HEARTBEAT_STALE - 1))
+    report = sweep(store, settings, now=now, force=True)
+    assert report is not None and report.runs_requeued == [dead]
+    waiting = [m for raw in store.redis.lrange(TRAIN_QUEUE, 0, -1) if (m := message_task(raw)) is not None]
+    assert waiting == [(TRAIN_TASK, [dead])]
+    # its message is in the broker now: not queued a second time
+    assert sweep(store, settings, now=now + 1, force=True).runs_requeued == []  # type: ignore[union-attr]

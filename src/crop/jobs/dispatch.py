@@ -7,6 +7,8 @@ the whole of them."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from crop.jobs.state import JobState, JobStore
 
 QUEUE = "projection"
@@ -30,22 +32,30 @@ def start_job(store: JobStore, job_id: str) -> None:
 
 
 def queue_batch(broker_url: str, job_id: str, index: int) -> None:
-    """Send batch `index` of a job to the queue of the broker at `broker_url` (the job store's Redis), through
-    a pooled connection."""
+    """Send batch `index` of a job to the queue of the broker at `broker_url` (the job store's Redis)."""
+    send(broker_url, TASK, [job_id, index], QUEUE)
+
+
+def send(broker_url: str, task: str, args: list[Any], queue: str) -> None:
+    """Send a task to a queue of the broker at `broker_url`, through a pooled connection, waiting for a broker
+    that restarts (PUBLISH_RETRY)."""
     from kombu.pools import connections
 
     from crop.jobs.celery_app import app
 
     with connections[app.connection_for_write(broker_url)].acquire(block=True) as conn:
-        app.send_task(TASK, args=[job_id, index], queue=QUEUE, connection=conn, retry=True,
-                      retry_policy=PUBLISH_RETRY)
+        app.send_task(task, args=args, queue=queue, connection=conn, retry=True, retry_policy=PUBLISH_RETRY)
+
+
+def queue_keys(queue: str) -> list[str]:
+    """The broker's lists of a queue: its own and its lists by priority (kombu's Redis transport:
+    `<queue>\x06\x16<priority>` for the priority steps 3, 6, 9)."""
+    return [queue, *(f"{queue}\x06\x16{p}" for p in (3, 6, 9))]
 
 
 def queue_depth(store: JobStore) -> int:
-    """Batches waiting in the queue (all jobs): the broker's list of the queue and its lists by priority (kombu's
-    Redis transport: `<queue>\x06\x16<priority>` for the priority steps 3, 6, 9)."""
-    keys = [QUEUE, *(f"{QUEUE}\x06\x16{p}" for p in (3, 6, 9))]
+    """Batches waiting in the queue (all jobs)."""
     pipe = store.redis.pipeline(transaction=False)
-    for key in keys:
+    for key in queue_keys(QUEUE):
         pipe.llen(key)
     return int(sum(pipe.execute()))

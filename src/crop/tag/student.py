@@ -31,6 +31,7 @@ from crop.labels import LabelScheme, bio_to_spans, valid_bio
 from crop.tag.base import finish_span
 from crop.tag.transformers import AnyLanguage
 from crop.text import tokenize
+from crop.train.registry import ANNOUNCE_CHANNEL, ModelRegistry, RegistryError
 from crop.train.students.base import model_kind
 from crop.types import ProjectedEntity, ProjectionResult, Span, Status
 
@@ -39,7 +40,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-CHANNEL = "crop:models"  # where a trainer announces a published or promoted version: JSON {name, version, prefix}
 CURRENT = "current"
 META = "meta.json"
 _VERSION = re.compile(r"^v\d{4,}$")
@@ -224,8 +224,6 @@ class StudentSource:
     before the first training run: the poller picks up the first version when it appears)."""
 
     def __init__(self, location: str | Path, *, allow_empty: bool = False) -> None:
-        from crop.train.registry import ModelRegistry
-
         self.location = str(location)
         self._fixed: ResolvedStudent | None = None
         self.kind = "registry"
@@ -255,8 +253,6 @@ class StudentSource:
 
     def current_version(self) -> str | None:
         """The version to serve now (cheap: one small read); None when a registry has no current version yet."""
-        from crop.train.registry import RegistryError
-
         if self._fixed is not None:
             return self._fixed.version
         try:
@@ -267,8 +263,6 @@ class StudentSource:
     def resolve(self, version: str | None = None) -> ResolvedStudent | None:
         """A version (the current one by default) with its metrics and a local folder holding its model; None
         when a registry has no current version yet."""
-        from crop.train.registry import RegistryError
-
         if self._fixed is not None:
             if version is not None and version != self._fixed.version:
                 raise ValueError(f"{self.location} is one model folder ({self._fixed.version}); it has no version "
@@ -355,7 +349,8 @@ class StudentHolder:
     seconds (or at once when an announcement names it)."""
 
     def __init__(self, source: StudentSource | str | Path, *, poll_seconds: float = 30.0, redis_url: str = "",
-                 channel: str = CHANNEL, loader: Loader | None = None, retry_failed_after: float = 300.0) -> None:
+                 channel: str = ANNOUNCE_CHANNEL, loader: Loader | None = None,
+                 retry_failed_after: float = 300.0) -> None:
         self.source = source if isinstance(source, StudentSource) else StudentSource(source)
         self.poll_seconds = poll_seconds
         self.redis_url = redis_url

@@ -47,7 +47,6 @@ log = logging.getLogger(__name__)
 
 QUEUE = "train"
 TASK = "crop.train"
-MODELS_CHANNEL = "crop:models"
 RUNS = "crop:trains"
 HEARTBEAT_EVERY = 15.0  # seconds between the heartbeats of a running training
 HEARTBEAT_STALE = 120.0  # a running training without a heartbeat this long is taken to be dead
@@ -438,7 +437,7 @@ def _publish(run_id: str, request: TrainRequest, settings: JobSettings, pool: An
             "metrics": report.metrics, "rounds": [r.model_dump(mode="json") for r in report.rounds]}
 
     # the registry's announcer: {name, version, prefix, location, promoted} on crop:models
-    announce = redis_announcer(settings.redis_url, registry, MODELS_CHANNEL)
+    announce = redis_announcer(settings.redis_url, registry)
     published = registry.publish(folder, meta, promote=request.promote, announce=announce)
     return {"version": published.version, "promoted": published.promoted, "metrics": report.metrics}
 
@@ -448,12 +447,9 @@ def _publish(run_id: str, request: TrainRequest, settings: JobSettings, pool: An
 
 def queue_training(broker_url: str, run_id: str) -> None:
     """Send run `run_id` to the queue "train" of the broker at `broker_url`."""
-    from kombu.pools import connections
+    from crop.jobs.dispatch import send
 
-    from crop.jobs.dispatch import PUBLISH_RETRY
-
-    with connections[app.connection_for_write(broker_url)].acquire(block=True) as conn:
-        app.send_task(TASK, args=[run_id], queue=QUEUE, connection=conn, retry=True, retry_policy=PUBLISH_RETRY)
+    send(broker_url, TASK, [run_id], QUEUE)
 
 
 @app.task(name=TASK, bind=True, acks_late=True, reject_on_worker_lost=True, max_retries=0, queue=QUEUE)
