@@ -245,3 +245,82 @@ def test_api_key_is_needed_and_sent(browser: WebDriver, keyed_url: str) -> None:
     assert "es" in _languages(browser)
     text, cls = _status(browser)
     assert cls != "error" and "entit" in text, text
+
+
+# what the page shows of the CROP steps (read whole, whether the <details> is open or not)
+PAGE_STEPS = """
+const box = document.getElementById('steps');
+return {
+  hidden: box.hidden, open: box.open,
+  english: document.getElementById('step-english').textContent,
+  englishMarks: [...document.querySelectorAll('#step-en-entities mark')].map((m) => [
+    [...m.childNodes].filter((n) => n.nodeType === Node.TEXT_NODE).map((n) => n.textContent).join(''),
+    m.dataset.label]),
+  back: document.getElementById('step-back').textContent,
+  rows: [...document.querySelectorAll('#step-placed tbody tr')].map((tr) => ({
+    ref: Number(tr.dataset.ref), outcome: tr.dataset.outcome, cls: tr.className,
+    cells: [...tr.querySelectorAll('td')].map((td) => td.textContent)})),
+  verdict: document.getElementById('step-verdict').textContent,
+};
+"""
+BROKEN = "Lula da Silva visitó la Biblioteca Nacional de España ayer con Ursula von der Leyen."
+STEPS_SCREENSHOT = SCREENSHOT.with_name("tagger_page_steps.png")
+
+
+def _wait_steps(browser: WebDriver, what: str) -> dict[str, Any]:
+    _wait_marks(browser, what)
+    return browser.execute_script(PAGE_STEPS)
+
+
+def test_page_shows_the_steps_collapsed(browser: WebDriver, tagger_url: str) -> None:
+    """Mode crop: the steps the API explains, under the highlighted sentence, in a <details> that is closed until
+    its summary is clicked."""
+    _open(browser, tagger_url)
+    _wait_languages(browser)
+    _tag(browser, SENTENCE, "es")
+    shown = _wait_steps(browser, "the entities and their steps")
+    api = httpx.post(tagger_url + "/v1/tag", json={"text": SENTENCE, "lang": "es", "explain": True}, timeout=WAIT)
+    assert api.status_code == 200, api.text
+    steps = api.json()["results"][0]["steps"]
+
+    assert not shown["hidden"] and not shown["open"]  # there, collapsed by default
+    assert not browser.find_element(By.ID, "step-english").is_displayed()
+    assert shown["english"] == steps["english"]
+    assert shown["englishMarks"] == [[e["text"], e["label"]] for e in sorted(steps["english_entities"],
+                                                                               key=lambda e: e["start"])]
+    assert shown["back"] == steps["back_marked"] and '<span id="e0">' in shown["back"]  # the markers as produced
+    assert [(r["ref"], r["outcome"]) for r in shown["rows"]] == [(e["ref"], e["outcome"]) for e in steps["entities"]]
+    for row, e in zip(shown["rows"], steps["entities"], strict=True):
+        p = e["placed"]
+        assert row["cells"][:4] == [e["text"], e["label"], e["marked"], f"{p['text']} ({p['start']}–{p['end']})"]
+        assert row["cells"][4] == f"{p['method']}, {p['score']:.2f}"
+    assert shown["verdict"] == "verdict: kept"
+
+    browser.find_element(By.CSS_SELECTOR, "#steps summary").click()
+    _wait(browser, lambda b: b.find_element(By.ID, "step-english").is_displayed(), "the steps once opened")
+    assert browser.execute_script("return document.getElementById('steps').open") is True
+    assert browser.find_element(By.ID, "step-back").text == steps["back_marked"]
+    assert browser.save_screenshot(str(STEPS_SCREENSHOT)), "the screenshot could not be written"
+
+    # an entity that was not placed says why; a new sentence closes the steps again
+    _tag(browser, BROKEN, "es")
+    _wait(browser, lambda b: b.execute_script(PAGE_STEPS)["english"].startswith("Lula"), "the new sentence's steps")
+    shown = browser.execute_script(PAGE_STEPS)
+    assert not shown["open"]
+    spain = next(r for r in shown["rows"] if r["cells"][0] == "Spain")
+    assert spain["outcome"] == "overlap" and spain["cls"] == "unplaced" and spain["cells"][3] == "not placed"
+    assert spain["cells"][4].startswith("overlap: its words are inside entity"), spain
+
+
+def test_page_shows_no_steps_without_them(browser: WebDriver, tagger_url: str) -> None:
+    """The pivot language (tagged by the model alone) has no steps: none are asked for, none shown, none stale."""
+    _open(browser, tagger_url)
+    _wait_languages(browser)
+    _tag(browser, SENTENCE, "es")
+    assert not _wait_steps(browser, "the steps in Spanish")["hidden"]
+    _tag(browser, "Angela Merkel visited Paris.", "en")
+    _wait(browser, lambda b: "Angela Merkel" in [m["text"] for m in b.execute_script(PAGE_ENTITIES)["marks"]],
+          "the English sentence's entities")
+    text, cls = _status(browser)
+    assert cls != "error", text
+    assert browser.execute_script(PAGE_STEPS)["hidden"]

@@ -36,6 +36,7 @@ from crop.text import MAX_TOKEN_CHARS
 
 if TYPE_CHECKING:
     from crop.pipeline import CropPipeline
+    from crop.types import CropSteps
 
 app = typer.Typer(help="Zero-shot cross-lingual NER by labeled sequence translation (CROP).",
                   no_args_is_help=True, add_completion=False)
@@ -216,6 +217,9 @@ def tag(
     batch_size: Annotated[int, typer.Option(min=1, help="with --input: sentences per model call")] = 64,
     strict_input: Annotated[bool, typer.Option("--strict-input", help="with --input: stop at the first malformed "
                                                "line (default: write it as failed, with the reason)")] = False,
+    explain: Annotated[bool, typer.Option("--explain", help="also print the CROP steps: the English translation, "
+                                          "its entities, the back-translation with its markers, and where each "
+                                          "entity was placed and how, or why not (with --json: `steps`)")] = False,
 ) -> None:
     """Entities of one sentence through the CROP pipeline (translate, tag in English, project back), or with
     --model by a self-trained student: one sentence, or a file (--input, --output).
@@ -232,6 +236,10 @@ def tag(
         fail("give a SENTENCE, or --model PATH --input IN --output OUT")
     if sentence is not None and not sentence.strip():
         fail("the sentence is empty")
+    if explain and model is not None:
+        fail("--explain shows the steps of CROP (translate, tag in English, project back); a student (--model) "
+             "tags the sentence directly and has none")
+    steps: CropSteps | None = None
     if model is not None:
         student = _load_student(model)
         if input is not None and output is not None:
@@ -250,7 +258,11 @@ def tag(
         except ValueError as exc:
             fail(str(exc))
         try:
-            result = pipe.project_batch([sentence_from_record({"id": "cli", "text": sentence}, lang)])[0]
+            batch = [sentence_from_record({"id": "cli", "text": sentence}, lang)]
+            if explain:
+                result, steps = pipe.explain_batch(batch)[0]
+            else:
+                result = pipe.project_batch(batch)[0]
         except EngineUnavailable as exc:
             fail(f"engine unavailable: {exc}", ENGINE_ERROR)
             raise
@@ -259,10 +271,43 @@ def tag(
     if result.reason and result.reason.startswith("token_too_long"):
         fail(f"the sentence was not tagged: {result.reason}")
     if json_out:
-        typer.echo(result.model_dump_json(indent=2))
+        if steps is None:
+            typer.echo(result.model_dump_json(indent=2))
+        else:
+            typer.echo(json.dumps({**result.model_dump(mode="json"), "steps": steps.model_dump(mode="json")},
+                                  indent=2, ensure_ascii=False))
         return
     for e in result.entities:
         typer.echo(f"{e.text}\t{e.label}\t{e.start}-{e.end}\t{e.method}\t{e.score:.2f}")
+    if steps is not None:
+        typer.echo("\n".join(_steps_lines(steps)))
+
+
+def _steps_lines(steps: CropSteps) -> list[str]:
+    """The CROP steps of `crop tag --explain`, for a person."""
+    if steps.english is None:
+        return ["", f"steps: none ran ({steps.status}: {steps.reason})"]
+    english = [f"{s.text} {s.label} {s.start}-{s.end}" for s in steps.english_entities]
+    lines = ["", "steps",
+             f"  1. English {'sentence (given)' if steps.english_given else 'translation'}: {steps.english}",
+             f"  2. English entities: {' | '.join(english) if english else 'none (nothing to translate back)'}"]
+    if steps.back is not None:
+        hypothesis = f" (hypothesis {steps.hypothesis})" if steps.hypothesis else ""
+        lines.append(f"  3. back-translation with markers{hypothesis}: {steps.back_marked or steps.back}")
+        if steps.lost:
+            lines.append(f"     markers lost: {', '.join(str(i) for i in steps.lost)}")
+    if steps.entities:
+        lines.append("  4. placed in the sentence:")
+    for e in steps.entities:
+        head = f"     [{e.ref}] {e.text} ({e.label})"
+        if e.placed is not None:
+            p = e.placed
+            lines.append(f"{head} -> “{p.text}” {p.start}-{p.end}, {p.method} {p.score:.2f}"
+                         + (f" [{e.outcome}: {e.reason}]" if e.reason else ""))
+        else:
+            lines.append(f"{head} -> not placed ({e.outcome}): {e.reason}")
+    lines.append(f"  verdict: {steps.status}" + (f" ({steps.reason})" if steps.reason else ""))
+    return lines
 
 
 def _load_student(location: str):  # -> crop.tag.student.LoadedStudent (imported late: spaCy/torch)

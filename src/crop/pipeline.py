@@ -5,6 +5,10 @@
 The same code runs in the CLI, the services and the workers. Sentences that come with English labels
 (`en_tokens` + `en_tags`) skip steps 1-2. Every input sentence yields exactly one result, in input order:
 kept, discarded with a reason, or failed with the error that stopped it.
+
+`CropPipeline.explain_batch` also returns the steps of each sentence (`crop.types.CropSteps`: the English sentence,
+its entities, the labeled back-translation with its markers, what became of each entity), for `crop tag --explain`
+and the tagger's `"explain": true`; `project_batch` keeps nothing of them.
 """
 
 from __future__ import annotations
@@ -21,16 +25,42 @@ from crop.errors import EngineUnavailable
 from crop.io import InputSentence, InvalidLine
 from crop.labels import bio_to_spans
 from crop.project import ProjectionRequest, Projector
+from crop.project.function_words import function_words, is_function_word
 from crop.tag.base import Tagger
-from crop.text import MAX_TOKEN_CHARS, detokenize, first_long_token
+from crop.text import MAX_TOKEN_CHARS, detokenize, first_long_token, is_punct, normalize, tokenize
 from crop.translate.base import AligningTranslator, Translator, UnsupportedPair
-from crop.types import AlignedTranslation, LabeledItem, LabeledResult, ProjectionResult, Span, Status
+from crop.types import (
+    AlignedTranslation,
+    CropSteps,
+    EntityStep,
+    LabeledItem,
+    LabeledResult,
+    Placement,
+    ProjectedEntity,
+    ProjectionResult,
+    Span,
+    Status,
+)
 
 log = logging.getLogger(__name__)
 
 STAGES = ("forward", "tag", "align", "back", "project")
 # sentences per batch: one Apertium process and one vectorized language-id pass per batch
 DEFAULT_BATCH_SIZE = 256
+
+
+@dataclass
+class SentenceTrace:
+    """What steps 1-3 produced for one sentence, kept only when explaining (see `CropPipeline.explain_batch`)."""
+
+    english: str
+    given: bool  # the English sentence and labels came with the input
+    spans: list[Span]
+    back: LabeledResult | None
+
+
+# the traces of a batch being explained, by the identity of the input sentence (kept alive by the batch)
+_Traces = dict[int, SentenceTrace]
 
 
 @dataclass
@@ -112,10 +142,19 @@ class CropPipeline:
     def project_batch(self, batch: Sequence[InputSentence]) -> list[ProjectionResult]:
         """One result per sentence, in order: sentences with an absurd token are discarded before any engine
         sees them, the others projected with failures isolated."""
+        return self._project_batch(batch, None)
+
+    def explain_batch(self, batch: Sequence[InputSentence]) -> list[tuple[ProjectionResult, CropSteps]]:
+        """`project_batch` (the same results), each with the steps that produced it (see `explain_steps`)."""
+        traces: _Traces = {}
+        results = self._project_batch(batch, traces)
+        return [(r, explain_steps(r, traces.get(id(s)))) for s, r in zip(batch, results, strict=True)]
+
+    def _project_batch(self, batch: Sequence[InputSentence], traces: _Traces | None) -> list[ProjectionResult]:
         out: list[ProjectionResult | None] = [self._too_long(s) for s in batch]
         todo = [i for i, r in enumerate(out) if r is None]
         if todo:
-            for i, r in zip(todo, self._batch_isolating_failures([batch[i] for i in todo]), strict=True):
+            for i, r in zip(todo, self._batch_isolating_failures([batch[i] for i in todo], traces), strict=True):
                 out[i] = r
         return out  # type: ignore[return-value]
 
@@ -132,15 +171,17 @@ class CropPipeline:
                                                f"(limit {self.max_token_chars})")
         return None
 
-    def _batch_isolating_failures(self, batch: Sequence[InputSentence]) -> list[ProjectionResult]:
+    def _batch_isolating_failures(self, batch: Sequence[InputSentence],
+                                  traces: _Traces | None = None) -> list[ProjectionResult]:
         try:
-            return self._batch(batch)
+            return self._batch(batch, traces)
         except EngineUnavailable:
             raise
         except Exception as exc:  # an engine error: find the sentence(s) it comes from, keep the rest
-            return self._isolate(batch, exc)
+            return self._isolate(batch, exc, traces)
 
-    def _isolate(self, batch: Sequence[InputSentence], exc: Exception) -> list[ProjectionResult]:
+    def _isolate(self, batch: Sequence[InputSentence], exc: Exception,
+                 traces: _Traces | None = None) -> list[ProjectionResult]:
         """`batch` failed with `exc`: run its halves, recursively, until the failing sentences are alone.
         When both halves fail with the very error of the whole, the engine is down, not the input wrong:
         halving further would only cost ~2n calls, so raise `EngineUnavailable`. A ValueError says the input
@@ -152,7 +193,7 @@ class CropPipeline:
         outcomes: list[list[ProjectionResult] | Exception] = []
         for half in halves:
             try:
-                outcomes.append(self._batch(half))
+                outcomes.append(self._batch(half, traces))
             except EngineUnavailable:
                 raise
             except Exception as half_exc:
@@ -163,7 +204,7 @@ class CropPipeline:
                                     f"sentences and on both its halves)") from exc
         out: list[ProjectionResult] = []
         for half, outcome in zip(halves, outcomes, strict=True):
-            out += self._isolate(half, outcome) if isinstance(outcome, Exception) else outcome
+            out += self._isolate(half, outcome, traces) if isinstance(outcome, Exception) else outcome
         return out
 
     def _timed(self, stage: str, fn, *args):
@@ -173,7 +214,7 @@ class CropPipeline:
         finally:
             self.stats.seconds[stage] += time.perf_counter() - t0
 
-    def _batch(self, batch: Sequence[InputSentence]) -> list[ProjectionResult]:
+    def _batch(self, batch: Sequence[InputSentence], traces: _Traces | None = None) -> list[ProjectionResult]:
         lang = batch[0].lang
         if any(s.lang != lang for s in batch):
             groups: dict[str, list[int]] = {}
@@ -181,15 +222,21 @@ class CropPipeline:
                 groups.setdefault(s.lang, []).append(i)
             out: list[ProjectionResult | None] = [None] * len(batch)
             for idx in groups.values():
-                for i, r in zip(idx, self._batch([batch[i] for i in idx]), strict=True):
+                for i, r in zip(idx, self._batch([batch[i] for i in idx], traces), strict=True):
                     out[i] = r
             return out  # type: ignore[return-value]
         # the engines see clean text (NFC, controls as spaces); results are over the text as given
         views = [engine_sentence(s) for s in batch]
-        return [restore_result(r, s) for r, s in zip(self._project(views), batch, strict=True)]
+        found: list[SentenceTrace] | None = None if traces is None else []
+        results = [restore_result(r, s) for r, s in zip(self._project(views, found), batch, strict=True)]
+        if traces is not None and found is not None:
+            # by the sentence given (not its clean view): the caller looks them up by what it passed
+            traces.update((id(s), t) for s, t in zip(batch, found, strict=True))
+        return results
 
-    def _project(self, batch: Sequence[InputSentence]) -> list[ProjectionResult]:
-        """Steps 1-5 for sentences of one language."""
+    def _project(self, batch: Sequence[InputSentence],
+                 traces: list[SentenceTrace] | None = None) -> list[ProjectionResult]:
+        """Steps 1-5 for sentences of one language; with `traces`, what steps 1-3 produced is appended to it."""
         lang = batch[0].lang
         # steps 1-2: English sentence and entities (given, or translated and tagged)
         english: list[str] = [""] * len(batch)
@@ -235,6 +282,8 @@ class CropPipeline:
             for i, s in enumerate(batch)
         ])
         self.stats.seconds["project"] += time.perf_counter() - t0
+        if traces is not None:
+            traces += [SentenceTrace(english[i], i not in translated, spans[i], back[i]) for i in range(len(batch))]
         return out
 
 
@@ -265,3 +314,73 @@ def english_spans(tokens: Sequence[str], tags: Sequence[str]) -> tuple[str, list
         for s, e, label in bio_to_spans(tags)
     ]
     return text, spans
+
+
+# -- explain --------------------------------------------------------------------------------------------------------
+
+
+def explain_steps(result: ProjectionResult, trace: SentenceTrace | None) -> CropSteps:
+    """The steps of `result` from what steps 1-3 produced (`trace`; None: the sentence stopped before them, e.g. a
+    too long token, or an engine failed on it)."""
+    if trace is None:
+        return CropSteps(status=result.status, reason=result.reason)
+    back = trace.back
+    if back is not None and 0 < result.hypothesis <= len(back.alternatives):
+        back = back.alternatives[result.hypothesis - 1]  # the hypothesis that placed the entities
+    marked: dict[int, str] = {}
+    if back is not None:
+        for sp in sorted([*back.spans, *back.fragments], key=lambda sp: sp.start):
+            if sp.ref is not None:
+                marked[sp.ref] = f"{marked[sp.ref]} … {sp.text}" if sp.ref in marked else sp.text
+    placed = {e.ref: e for e in result.entities if e.ref is not None}
+    unmatched = {u.get("ref"): u for u in result.unmatched}
+    steps = [_entity_step(i, sp, marked.get(i), placed.get(i), unmatched.get(i), result)
+             for i, sp in enumerate(trace.spans)]
+    return CropSteps(english=trace.english, english_given=trace.given, english_entities=list(trace.spans),
+                     back=back.text if back is not None else None,
+                     back_marked=(back.raw or None) if back is not None else None,
+                     hypothesis=result.hypothesis, lost=list(back.lost) if back is not None else [],
+                     entities=steps, status=result.status, reason=result.reason)
+
+
+def _entity_step(ref: int, span: Span, marked: str | None, entity: ProjectedEntity | None,
+                 unmatched: dict | None, result: ProjectionResult) -> EntityStep:
+    common = {"ref": ref, "label": span.label, "text": span.text, "marked": marked}
+    if entity is not None:
+        placement = Placement(start=entity.start, end=entity.end, text=entity.text, token_start=entity.token_start,
+                              token_end=entity.token_end, method=entity.method, score=entity.score)
+        if result.status == Status.kept:
+            return EntityStep(**common, outcome="placed", placed=placement)
+        return EntityStep(**common, outcome="filtered", placed=placement,
+                          reason=f"placed, but the sentence was discarded: {result.reason}")
+    why = (unmatched or {}).get("reason", "")
+    inside = _inside_placed(marked or span.text, result)
+    if inside is not None:
+        return EntityStep(**common, outcome="overlap",
+                          reason=f"its words are inside entity {inside.ref} “{inside.text}” ({inside.label}), "
+                                 f"placed first (the same name, or one the tagger broke)")
+    if why == "marker lost" or marked is None:
+        return EntityStep(**common, outcome="marker_lost",
+                          reason="the back-translation lost its markers, and the methods that need none (the "
+                                 "English string, the forward alignment) did not find it in the sentence")
+    return EntityStep(**common, outcome="no_match",
+                      reason=f"no matching method found the marked words “{marked}” in the sentence")
+
+
+def _content_words(tokens: Sequence[str], lang: str) -> set[str]:
+    """Normalized words of `tokens` without punctuation and, when some are left, without function words."""
+    words = {normalize(t) for t in tokens if not is_punct(t)}
+    fw = function_words(lang)
+    return {w for w in words if not is_function_word(w, fw)} or words
+
+
+def _inside_placed(words_of: str, result: ProjectionResult) -> ProjectedEntity | None:
+    """The placed entity whose words include all the (content) words of `words_of`, if any: an entity left
+    unplaced because a more trusted one took its tokens, or merged into its neighbour (Lula | da | Silva)."""
+    words = _content_words(tokenize(words_of, result.lang)[0], result.lang)
+    if not words:
+        return None
+    for e in result.entities:
+        if words <= {normalize(t) for t in result.tokens[e.token_start:e.token_end]}:
+            return e
+    return None

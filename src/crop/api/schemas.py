@@ -11,7 +11,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validat
 
 from crop.io import lone_surrogate  # one copy: the CLI's readers refuse the same lines
 from crop.langcodes import LANG_CODE_PATTERN, normalize_lang
-from crop.types import AlignedTranslation, LabeledResult, ProjectionResult, Span
+from crop.types import AlignedTranslation, CropSteps, LabeledResult, ProjectionResult, Span
 
 # every language field of every request: normalized before the engines see it (spa, spa_Latn, es-ES, ES -> es)
 Lang = Annotated[str, Field(min_length=2, max_length=35, pattern=LANG_CODE_PATTERN,
@@ -152,7 +152,21 @@ class TagRequest(TextsRequest):
         default=None, description="crop: translate to English, tag, project back (any language the translator "
         "serves); model: the tagger's own model on the text (the languages it tags); student: the self-trained "
         "multilingual student on the text, no translation (any language). Unset: student for a language where the "
-        "current student's dev F1 is at least crop's (see /v1/info `student.default_languages`), else crop")
+        "current student's dev F1 is at least crop's (see /v1/info `student.default_languages`), else crop; with "
+        "`explain`, crop")
+    explain: bool = Field(
+        default=False, description="also return the CROP steps of each sentence (`results[i].steps`): the English "
+        "translation, its entities, the labeled back-translation with its markers, and for each English entity "
+        "where it was placed and how, or why not. Mode crop only: with mode model or student, or a text in the "
+        "pivot language (answered by the model alone), there are no steps and the request is refused (422)")
+
+    @model_validator(mode="after")
+    def _explain_needs_crop(self) -> TagRequest:
+        if self.explain and self.mode in ("model", "student"):
+            raise ValueError(f"`explain` shows the steps of mode crop (translate, tag in English, project back); "
+                             f"mode {self.mode} tags the text directly and has none: use mode crop, or leave "
+                             "`explain` out")
+        return self
 
 
 class Entity(BaseModel):
@@ -169,6 +183,9 @@ class TagResult(BaseModel):
     entities: list[Entity]
     status: str = Field(default="kept", description="mode crop: kept, discarded (partial projection) or failed")
     reason: str | None = None
+    # absent (not null) without `explain`: the answer to a request without it is as it always was
+    steps: CropSteps | None = Field(default=None, exclude_if=lambda v: v is None,
+                                    description="with `explain`: the CROP steps that produced these entities")
 
 
 class ModelRef(BaseModel):

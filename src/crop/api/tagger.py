@@ -8,6 +8,9 @@ self-trained multilingual student (mode "student", no translation), and a page t
 A request without a mode gets the student for a language where the current student's dev F1 is at least mode
 crop's (both in the version's meta.json), else mode crop. Each request is answered whole by the student version it
 started with: a reload swaps the version for the requests that come after it (see `crop.tag.student`).
+
+`"explain": true` (mode crop only) adds each sentence's CROP steps to its result (`crop.types.CropSteps`). Such
+requests are batched apart (their own queue key), so that the steps are only gathered when asked for.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from importlib import resources
 from typing import Any
 
 from fastapi import FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse
 from prometheus_client import Gauge
 
@@ -44,9 +48,10 @@ from crop.remote_http import RemoteEngine, UpstreamLink
 from crop.tag.base import Tagger
 from crop.tag.student import LoadedStudent, StudentHolder, StudentSource
 from crop.translate.base import Translator
-from crop.types import Status
+from crop.types import ProjectionResult, Status
 
 REMOTE = "remote:"
+EXPLAIN = "explain"  # the last element of the queue key of mode crop's explained requests
 
 
 @dataclass
@@ -91,11 +96,26 @@ def _run(engines: TaggerEngines, key: Hashable, items: list[Any]) -> list[Any]:
                 for t, sp in zip(items, spans, strict=True)]
     sentences = [sentence_from_record({"id": str(i), "text": t}, lang) for i, t in enumerate(items)]
     # an unreachable translator raises EngineUnavailable through here (503 + Retry-After), not failed sentences
+    if rest and rest[0] == EXPLAIN:
+        explained = engines.crop_pipeline().explain_batch(sentences)
+        return [_crop_result(t, r).model_copy(update={"steps": steps})
+                for t, (r, steps) in zip(items, explained, strict=True)]
     results = engines.crop_pipeline().project_batch(sentences)
-    return [TagResult(text=t, status=str(r.status), reason=r.reason,
-                      entities=[Entity(start=e.start, end=e.end, text=e.text, label=e.label, score=e.score,
-                                       method=e.method) for e in r.entities])
-            for t, r in zip(items, results, strict=True)]
+    return [_crop_result(t, r) for t, r in zip(items, results, strict=True)]
+
+
+def _crop_result(text: str, r: ProjectionResult) -> TagResult:
+    return TagResult(text=text, status=str(r.status), reason=r.reason,
+                     entities=[Entity(start=e.start, end=e.end, text=e.text, label=e.label, score=e.score,
+                                      method=e.method) for e in r.entities])
+
+
+def _no_steps(lang: str) -> RequestValidationError:
+    """422 for `explain` on a text in the pivot language: mode crop answers it by the model alone."""
+    return RequestValidationError([{
+        "type": "explain_without_steps", "loc": ("body", "explain"), "input": True,
+        "msg": f"`explain` shows the steps of mode crop, and a text in {lang!r} (the pivot language) is tagged "
+               "directly by the model, without any: leave `explain` out"}])
 
 
 def _student_info(holder: StudentHolder | None, source: str) -> StudentInfo | None:
@@ -255,7 +275,11 @@ def create_app(settings: TaggerSettings | None = None, engines: TaggerEngines | 
             else None
         mode = body.mode
         if mode is None:
-            mode = "student" if student is not None and student.is_default(body.lang) else "crop"
+            # explain asks for the steps of mode crop: the student's default does not apply
+            mode = "student" if not body.explain and student is not None and student.is_default(body.lang) \
+                else "crop"
+        if body.explain and body.lang == pivot:
+            raise _no_steps(body.lang)
         if eng is not None and state.ready:
             if mode == "student" and student is None:
                 raise _no_student(eng.student)
@@ -273,7 +297,9 @@ def create_app(settings: TaggerSettings | None = None, engines: TaggerEngines | 
             return TagResponse(results=results, mode="student",
                                model=ModelRef(name=student.name, version=student.version))
         lang_mode = "model" if mode == "model" or body.lang == pivot else "crop"
-        results = await state.submit((lang_mode, body.lang), texts, texts)
+        # explained requests are batched apart: only they pay for gathering the steps
+        key = (lang_mode, body.lang, EXPLAIN) if body.explain else (lang_mode, body.lang)
+        results = await state.submit(key, texts, texts)
         for r in results:
             if r.status == Status.failed:
                 raise HTTPException(500, f"the engines failed on a sentence: {r.reason}")
