@@ -35,3 +35,8 @@ fi
 # machine install the CUDA torch you need instead before this script
 .venv/bin/python -c "import torch" 2>/dev/null || .venv/bin/pip install -q "torch==${CROP_TORCH_VERSION:-2.13.0}"
 .venv/bin/pip install -q '.[spacy-en,neural,openai,lst,test]'
+# the Kubernetes manifests' tests (tests/test_k8s.py) validate offline against the schemas kubernetes-validate
+# ships (extra "test"), and build the overlays with kustomize v5 (components), which kubectl 1.27+ carries; the
+# machines come with kubectl (Google's package); Debian's own kubernetes-client is 1.20, too old for components
+command -v kustomize >/dev/null 2>&1 || command -v kubectl >/dev/null 2>&1 \
+  || echo "setup.sh: no kubectl or kustomize v5 on PATH: tests/test_k8s.py will fail (install kubectl 1.27 or newer)" >&2

@@ -18,7 +18,7 @@ from crop.jobs.settings import JobSettings
 from crop.jobs.state import JobStore
 from crop.jobs.sweeper import LOCK, UNACKED, broker_batches, message_batch, message_task, sweep
 from crop.storage import Storage
-from crop.train.tasks import HEARTBEAT_STALE, TrainRequest, TrainState, TrainStore, run_key
+from crop.train.tasks import HEARTBEAT_STALE, TrainRequest, TrainState, TrainStore, queue_training, run_key
 from crop.train.tasks import QUEUE as TRAIN_QUEUE
 from crop.train.tasks import TASK as TRAIN_TASK
 
@@ -120,9 +120,9 @@ def test_message_batch_ignores_other_messages() -> None:
 
 
 def test_a_training_run_whose_trainer_died_is_queued_again(env: tuple[JobStore, Storage, JobSettings]) -> None:
-    """A run running with a stale heartbeat and no message in the broker (its trainer died after a redelivery
-    was dropped as a duplicate): queued again on the queue "train"; one with a message, or a fresh heartbeat, or
-    finished, is left alone."""
+    """A run running with a stale heartbeat (its trainer SIGKILLed holding the message, unacknowledged until
+    the trainers' day-long visibility timeout) and not waiting in the queue: queued again on the queue "train";
+    one waiting there, or with a fresh heartbeat, or finished, is left alone."""
     store, _, settings = env
     runs = TrainStore(store.redis)
     dead = runs.create("test", TrainRequest(languages=["es"]), {"es": {"kept": 1}}).id
@@ -134,6 +134,10 @@ def test_a_training_run_whose_trainer_died_is_queued_again(env: tuple[JobStore, 
     now = time.time()
     store.redis.hset(run_key(dead), "heartbeat", repr(now - HEARTBEAT_STALE - 1))
     store.redis.hset(run_key(done), "heartbeat", repr(now - HEARTBEAT_STALE - 1))
+    # the dead trainer took the run's message and never acknowledged it (SIGKILL): it is in the unacked hash
+    queue_training(store.redis_url, dead)
+    taken = store.redis.rpop(TRAIN_QUEUE)
+    store.redis.hset(UNACKED, "tag-of-the-dead-trainer", json.dumps([json.loads(taken), "", TRAIN_QUEUE]))
     report = sweep(store, settings, now=now, force=True)
     assert report is not None and report.runs_requeued == [dead]
     waiting = [m for raw in store.redis.lrange(TRAIN_QUEUE, 0, -1) if (m := message_task(raw)) is not None]

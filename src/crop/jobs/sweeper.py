@@ -12,9 +12,8 @@ lists and the unacked hash; one found in neither at sweeps spanning `job_requeue
 Queueing a batch twice is harmless (a batch is recorded once, see `JobStore.complete_batch`); never queueing it
 would stall the job. A job created and never started (its API process died between the two) is started.
 
-Training runs (`crop.train.tasks`) the same way: a run queued or running whose heartbeat is stale and that has
-no message in the broker (its trainer died after a redelivery of its message was dropped as a duplicate, or the
-message was lost) is queued again; the trainer that takes it starts it over.
+Training runs (`crop.train.tasks`) likewise: a run queued or running whose heartbeat is stale (its trainer died)
+and that is not waiting in the queue "train" is queued again; the trainer that takes it starts it over.
 """
 
 from __future__ import annotations
@@ -82,13 +81,15 @@ def message_batch(raw: str | bytes) -> tuple[str, int] | None:
         return None
 
 
-def broker_messages(client: redis.Redis, queues: tuple[str, ...] = (QUEUE, TRAIN_QUEUE)) -> set[tuple[str, str]]:
+def broker_messages(client: redis.Redis, queues: tuple[str, ...] = (QUEUE,), unacked: bool = True
+                    ) -> set[tuple[str, str]]:
     """(task, JSON of its args) of every message in the broker now: waiting in one of `queues` (any priority) or
-    taken and not acknowledged. A queue holds at most `in_flight` batches per active job (and the runs waiting
-    for a trainer), so reading it whole is cheap."""
+    (`unacked`) taken and not acknowledged. A queue holds at most `in_flight` batches per active job (and the runs
+    waiting for a trainer), so reading it whole is cheap."""
     found: set[tuple[str, str]] = set()
     raws = [raw for queue in queues for key in queue_keys(queue) for raw in client.lrange(key, 0, -1)]
-    raws += [raw for _, raw in client.hscan_iter(UNACKED, count=SCAN_COUNT)]
+    if unacked:
+        raws += [raw for _, raw in client.hscan_iter(UNACKED, count=SCAN_COUNT)]
     for raw in raws:
         if (m := message_task(raw)) is not None:
             found.add((m[0], json.dumps(m[1])))
@@ -119,12 +120,13 @@ def sweep(store: JobStore, settings: JobSettings, now: float | None = None, forc
         return None
     now = time.time() if now is None else now
     report = SweepReport()
-    messages = broker_messages(store.redis)
-    present = batches_in(messages)
+    present = batches_in(broker_messages(store.redis))
     for job_id in store.active_jobs():
         _sweep_job(store, settings, job_id, present, now, report)
-    runs = {str(json.loads(raw)[0]) for task, raw in messages if task == TRAIN_TASK}
-    _sweep_runs(store, settings, runs, now, report)
+    # a run's message held by a trainer whose heartbeat stopped is held by a dead one: only waiting ones count
+    waiting = broker_messages(store.redis, (TRAIN_QUEUE,), unacked=False)
+    _sweep_runs(store, settings, {str(json.loads(raw)[0]) for task, raw in waiting if task == TRAIN_TASK}, now,
+                report)
     return report
 
 
@@ -155,9 +157,11 @@ def _sweep_job(store: JobStore, settings: JobSettings, job_id: str, present: set
 
 
 def _sweep_runs(store: JobStore, settings: JobSettings, present: set[str], now: float, report: SweepReport) -> None:
-    """Training runs queued or running, without a heartbeat for HEARTBEAT_STALE seconds (their trainer died)
-    and without a message in the broker (it was acknowledged by a delivery that found the run alive, or lost):
-    queued again; the next trainer to take it starts it over (see `crop.train.tasks`)."""
+    """Training runs queued or running, without a heartbeat for HEARTBEAT_STALE seconds (their trainer died:
+    SIGKILLed, its message unacknowledged until the visibility timeout, a day for trainers; or its message
+    acknowledged by a delivery that found the run alive, or lost) and not waiting in the queue: queued again; the
+    next trainer to take it starts it over (`crop.train.tasks`), and a late redelivery of the old message finds
+    the run alive or finished and is dropped."""
     stale = max(HEARTBEAT_STALE, settings.job_requeue_after)
     for run_id in store.redis.zrange(RUNS, 0, -1):
         state, heartbeat, created = store.redis.hmget(run_key(run_id), "state", "heartbeat", "created")
