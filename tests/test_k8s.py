@@ -571,11 +571,52 @@ def app_paths(service: str) -> frozenset[str]:
     return frozenset(getattr(r, "path", "") for r in app.routes)
 
 
+def dockerfile_targets() -> dict[str, str]:
+    """The stages of the one Dockerfile (a target per role) -> their text and the text of the stages they are
+    built FROM, down to the base image."""
+    text = (ROOT / "Dockerfile").read_text(encoding="utf-8")
+    parts = re.split(r"^FROM (\S+) AS (\S+)[ \t]*$", text, flags=re.MULTILINE | re.IGNORECASE)
+    own = {name: (base, body) for base, name, body in zip(parts[1::3], parts[2::3], parts[3::3], strict=True)}
+
+    def whole(name: str) -> str:
+        base, body = own[name]
+        return (whole(base) if base in own else "") + body
+
+    return {name: whole(name) for name in own}
+
+
 def _image_port(service: str) -> int:
-    """The port the service's image serves (its Dockerfile's CMD)."""
-    text = (ROOT / "services" / service / "Dockerfile").read_text(encoding="utf-8")
-    cmd = json.loads(re.findall(r"^CMD (.*)$", text, re.MULTILINE)[-1])
+    """The port the service's image serves (the CMD of its Dockerfile target)."""
+    cmd = json.loads(re.findall(r"^CMD (.*)$", dockerfile_targets()[service], re.MULTILINE)[-1])
     return int(cmd[cmd.index("--port") + 1])
+
+
+@pytest.mark.parametrize("name", BUILDS)
+def test_images_are_the_dockerfile_targets_compose_builds(name: str) -> None:
+    """Every crop image is a target of the Dockerfile, the CUDA tag only on the roles whose target has torch, and
+    each image (name and pinned tag) is the one docker-compose.yml (CPU) or docker-compose.gpu.yml (CUDA: the
+    same target) builds from that target."""
+    targets = dockerfile_targets()
+    base = yaml.safe_load((ROOT / "docker-compose.yml").read_text(encoding="utf-8"))["services"]
+    gpu = yaml.safe_load((ROOT / "docker-compose.gpu.yml").read_text(encoding="utf-8"))["services"]
+    built = {s["image"]: s["build"]["target"] for s in base.values() if "build" in s}
+    built |= {s["image"]: base[n]["build"]["target"] for n, s in gpu.items()}
+    seen = set()
+    for w in workloads(objects(name)).values():
+        for c in pod_spec(w)["containers"]:
+            image = c["image"]
+            if image_name(image) not in CROP_IMAGES:
+                continue
+            role = image_name(image).removeprefix("crop-")
+            assert role in targets, f"{image}: the Dockerfile has no target {role}"
+            if image.endswith("-cuda"):
+                assert "--from=venv-torch /opt/venv" in targets[role], f"{image}: a CUDA tag on an image without torch"
+            seen.add(image)
+            if image in built:
+                assert built[image] == role, f"{image}: compose builds it from the target {built[image]}"
+            elif not (image.endswith("-cuda") and role == "trainer"):  # compose has no GPU trainer
+                pytest.fail(f"{image}: docker-compose builds no such image ({sorted(built)})")
+    assert seen
 
 
 @pytest.mark.parametrize("name", BUILDS)
