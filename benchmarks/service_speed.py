@@ -1,8 +1,12 @@
 """The tagger service under load: throughput and p50/p99 latency at 1, 8 and 32 concurrent clients (one sentence
-per request), with batching on and off (max_batch_size 1: one request per engine call), and the same engines
-in-process (no HTTP), all in one run on the same sentences.
+per request), with batching on (and off with --batching on,off: max_batch_size 1, one request per engine call),
+the same engines in-process (no HTTP), and in mode crop `crop project` on --project-lines lines of raw Spanish;
+each for both Apertium engines (the one-shot process pipeline per batch, CROP_APERTIUM_PERSISTENT=0, and the
+persistent null-flush pipelines), all in one run on the same sentences, so that their ratios can be read side by
+side on a shared, noisy machine.
 
     python benchmarks/service_speed.py [--mode crop|model] [--requests 96] [--clients 1,8,32]
+        [--engines oneshot,persistent] [--batching on] [--project-lines 1000]
 
 The service runs as `crop serve tagger` in its own process (Apertium + spaCy by default); the clients are asyncio
 tasks of this process.
@@ -28,11 +32,14 @@ from crop.io import read_text, sentence_from_record
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from servers import free_port  # noqa: E402
 
+ENGINES = {"oneshot": "0", "persistent": "1"}  # CROP_APERTIUM_PERSISTENT
 
-def start_tagger(batching: bool, max_wait_ms: float) -> tuple[subprocess.Popen, str]:
+
+def start_tagger(batching: bool, max_wait_ms: float, engine: str = "persistent") -> tuple[subprocess.Popen, str]:
     port = free_port()
     env = {**os.environ, "CROP_TAGGER_MAX_BATCH_SIZE": "64" if batching else "1",
-           "CROP_TAGGER_MAX_WAIT_MS": str(max_wait_ms), "CROP_TAGGER_MAX_QUEUE": "100000", "CROP_LOG_LEVEL": "WARNING"}
+           "CROP_TAGGER_MAX_WAIT_MS": str(max_wait_ms), "CROP_TAGGER_MAX_QUEUE": "100000", "CROP_LOG_LEVEL": "WARNING",
+           "CROP_APERTIUM_PERSISTENT": ENGINES[engine]}
     proc = subprocess.Popen([sys.executable, "-c", "from crop.cli import main; main()", "serve", "tagger",
                              "--port", str(port)], env=env)
     url = f"http://127.0.0.1:{port}"
@@ -77,7 +84,7 @@ async def load(url: str, sentences: list[str], clients: int, lang: str, mode: st
             "p99_ms": round(q[98] * 1000, 1)}
 
 
-def in_process(sentences: list[str], lang: str, mode: str) -> dict[str, float]:
+def in_process(sentences: list[str], lang: str, mode: str, engine: str = "persistent") -> dict[str, float]:
     """The same engines without HTTP: one call per sentence, and one call for all."""
     from crop.pipeline import CropPipeline
     from crop.project import Projector, ProjectorConfig
@@ -85,7 +92,8 @@ def in_process(sentences: list[str], lang: str, mode: str) -> dict[str, float]:
     from crop.translate import load_translator
 
     tagger = load_tagger("spacy")
-    pipe = CropPipeline(load_translator("apertium"), tagger, Projector(ProjectorConfig(
+    translator = load_translator("apertium", persistent=ENGINES[engine] == "1")
+    pipe = CropPipeline(translator, tagger, Projector(ProjectorConfig(
         policy="partial", drop_all_o=False, langid=False, max_tokens=10**6)))
     records = [sentence_from_record({"id": str(i), "text": s}, lang) for i, s in enumerate(sentences)]
 
@@ -104,8 +112,26 @@ def in_process(sentences: list[str], lang: str, mode: str) -> dict[str, float]:
     for i in range(0, len(records), 64):
         run(records[i:i + 64])
     batched = time.perf_counter() - t0
+    translator.close()
     return {"one_per_call_sentences_per_second": round(len(records) / one, 2),
             "batched_64_sentences_per_second": round(len(records) / batched, 2)}
+
+
+def project_cli(lines: int, engine: str) -> dict[str, float]:
+    """`crop project` (a fresh process, as a user runs it) on the first `lines` lines of raw Spanish."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="crop-bench-") as tmp:
+        source = Path(tmp) / "es.txt"
+        with open(shared_data() / "raw" / "es.txt", encoding="utf-8") as f:
+            source.write_text("".join(islice(f, lines)), encoding="utf-8")
+        env = {**os.environ, "CROP_APERTIUM_PERSISTENT": ENGINES[engine], "CROP_LOG_LEVEL": "WARNING"}
+        t0 = time.perf_counter()
+        subprocess.run([sys.executable, "-c", "from crop.cli import main; main()", "project", "--src-lang", "es",
+                        "--input", str(source), "--output", str(Path(tmp) / "out.jsonl")], env=env, check=True,
+                       stdout=subprocess.DEVNULL)
+        seconds = time.perf_counter() - t0
+    return {"lines": lines, "seconds": round(seconds, 2), "sentences_per_second": round(lines / seconds, 2)}
 
 
 def main() -> None:
@@ -114,7 +140,14 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=96)
     ap.add_argument("--clients", default="1,8,32")
     ap.add_argument("--max-wait-ms", type=float, default=0.0, help="the batching service's wait for more items")
+    ap.add_argument("--engines", default="oneshot,persistent", help="Apertium engines to compare")
+    ap.add_argument("--batching", default="on", help="on, off or on,off")
+    ap.add_argument("--project-lines", type=int, default=1000, help="crop project on this many lines (0: skip)")
     args = ap.parse_args()
+    engines = [e for e in args.engines.split(",") if e]
+    unknown = set(engines) - set(ENGINES)
+    if unknown:
+        ap.error(f"unknown engines {sorted(unknown)}; choose from {sorted(ENGINES)}")
     lang = "es" if args.mode == "crop" else "en"
     source = shared_data() / "raw" / "es.txt"
     sentences = [s.text for s in islice(read_text(source, "es"), args.requests)]
@@ -124,23 +157,43 @@ def main() -> None:
         with open(shared_data() / "en" / "train.jsonl", encoding="utf-8") as f:
             sentences = [" ".join(json.loads(line)["tokens"]) for line in islice(f, args.requests)]
     report: dict = {"mode": args.mode, "engines": "apertium + spacy en_core_web_sm", "cores": os.cpu_count(),
-                    "max_wait_ms": args.max_wait_ms,
-                    "requests": len(sentences), "service": {}}
-    for batching in (True, False):
-        proc, url = start_tagger(batching, args.max_wait_ms)
-        try:
-            for clients in (int(c) for c in args.clients.split(",")):
-                result = asyncio.run(load(url, sentences, clients, lang, args.mode))
-                report["service"].setdefault("batching" if batching else "one_request_per_batch", {})[
-                    str(clients)] = result
-                print("batching" if batching else "no batching", clients, result, file=sys.stderr, flush=True)
-        finally:
-            proc.terminate()
-            proc.wait(timeout=30)
-    report["in_process"] = in_process(sentences, lang, args.mode)
-    on, off = report["service"]["batching"], report["service"]["one_request_per_batch"]
-    report["batching_speedup"] = {c: round(on[c]["requests_per_second"] / off[c]["requests_per_second"], 2)
-                                  for c in on}
+                    "max_wait_ms": args.max_wait_ms, "requests": len(sentences), "apertium": {}}
+    modes = {"on": True, "off": False}
+    for engine in engines:
+        out: dict = report["apertium"].setdefault(engine, {"service": {}})
+        for batching in (modes[b] for b in args.batching.split(",")):
+            proc, url = start_tagger(batching, args.max_wait_ms, engine)
+            try:
+                for clients in (int(c) for c in args.clients.split(",")):
+                    result = asyncio.run(load(url, sentences, clients, lang, args.mode))
+                    out["service"].setdefault("batching" if batching else "one_request_per_batch", {})[
+                        str(clients)] = result
+                    print(engine, "batching" if batching else "no batching", clients, result, file=sys.stderr,
+                          flush=True)
+            finally:
+                proc.terminate()
+                proc.wait(timeout=30)
+        out["in_process"] = in_process(sentences, lang, args.mode, engine)
+        if args.mode == "crop" and args.project_lines:
+            out["crop_project"] = project_cli(args.project_lines, engine)
+            print(engine, "crop project", out["crop_project"], file=sys.stderr, flush=True)
+        svc = out["service"]
+        if "batching" in svc and "one_request_per_batch" in svc:
+            out["batching_speedup"] = {c: round(svc["batching"][c]["requests_per_second"]
+                                                / svc["one_request_per_batch"][c]["requests_per_second"], 2)
+                                       for c in svc["batching"]}
+    if {"oneshot", "persistent"} <= set(engines):
+        old, new = report["apertium"]["oneshot"], report["apertium"]["persistent"]
+        ratios: dict = {}
+        for key, per_clients in new["service"].items():
+            ratios[key] = {c: {"requests_per_second": round(r["requests_per_second"]
+                                                            / old["service"][key][c]["requests_per_second"], 2),
+                               "p50_speedup": round(old["service"][key][c]["p50_ms"] / r["p50_ms"], 2)}
+                           for c, r in per_clients.items()}
+        if "crop_project" in new:
+            ratios["crop_project_sentences_per_second"] = round(
+                new["crop_project"]["sentences_per_second"] / old["crop_project"]["sentences_per_second"], 2)
+        report["persistent_over_oneshot"] = ratios
     emit(f"service_speed_{args.mode}", report)
 
 

@@ -44,7 +44,9 @@ def translator():
         pytest.fail("apertium is not installed: run scripts/setup.sh (apt-get install apertium apertium-eng-spa ...)")
     from crop.translate.apertium import ApertiumTranslator
 
-    return ApertiumTranslator()
+    # the one-shot engine (a process pipeline per batch): test_apertium*.py pin its process contract; the
+    # persistent pipelines are tested in test_apertium_persistent.py
+    return ApertiumTranslator(persistent=False)
 
 
 @pytest.fixture(scope="session")

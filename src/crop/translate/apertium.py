@@ -1,4 +1,6 @@
-"""Apertium: rule-based, offline, CPU. One Apertium pipeline per batch, never per sentence.
+"""Apertium: rule-based, offline, CPU. Each mode's stages run as long-lived null-flush pipelines, pooled
+(crop.translate.apertium_pool); batches of CROP_APERTIUM_ONESHOT_MIN_BATCH blocks or more, and an engine built with
+`persistent=False` (CROP_APERTIUM_PERSISTENT=0), run one Apertium process pipeline per batch instead.
 
 Every sentence travels as its own HTML block (`<p>…</p>`) in Apertium's HTML format, so sentences never merge
 (plain-text mode joins lines without final punctuation) and inline tags travel with the words they wrap: that is
@@ -6,11 +8,18 @@ how labeled translation (entity markers) and word alignment (one tag per source 
 
 A run whose output is not a translation is never returned: crop runs the same pipeline as `apertium -u -f html`
 with every stage's exit status visible, and each batch ends with a canary block whose translation is known. A
-broken run is retried with a fresh process, and one that keeps breaking is `EngineUnavailable`.
+broken run is retried with a fresh process, and one that keeps breaking is `EngineUnavailable`. A persistent
+pipeline that dies, hangs past the request's deadline or answers out of step or with a wrong canary is killed
+(its process group) and the request retried once on a fresh one, then `EngineUnavailable`.
+
+Settings (constructor arguments, else the environment): CROP_APERTIUM_PERSISTENT (1), CROP_APERTIUM_POOL
+(pipelines per mode, 1), CROP_APERTIUM_REQUEST_TIMEOUT (seconds a request may take on a persistent pipeline, plus
+10 ms per block; 10), CROP_APERTIUM_ONESHOT_MIN_BATCH (batches of this many blocks or more run one-shot; 0: never).
 """
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import html
 import logging
@@ -21,6 +30,8 @@ import shutil
 import signal
 import subprocess
 import tempfile
+import threading
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
@@ -30,6 +41,14 @@ from crop.errors import EngineUnavailable
 from crop.langcodes import to_iso1, to_iso3
 from crop.markers import get_codec
 from crop.text import detokenize, tokenize
+from crop.translate.apertium_pool import (
+    BrokenOutput,
+    NullFlushPipeline,
+    PipelinePool,
+    TransfuseCodec,
+    block_id_of,
+    next_block_ids,
+)
 from crop.translate.base import UnsupportedPair
 from crop.types import AlignedTranslation, LabeledItem, LabeledResult
 
@@ -42,8 +61,9 @@ _MARK_RE = re.compile(r"(?<![\w#@])[#@](?=\w)")
 _WORD_TAG_RE = re.compile(r"<\s*span\s+id\s*=\s*\"?w(\d+)\"?\s*>|<\s*/\s*span\s*>", re.IGNORECASE)
 _WS_RE = re.compile(r"\s+")
 # characters a stream cannot carry: NUL is the null-flush mark of the stages, the other controls and line
-# separators break the deformatter's blocks; one space each keeps every offset (spans, aligned tokens) in place
-_UNSAFE_RE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u2028\u2029]")
+# separators break the deformatter's blocks, and transfuse's own private-use marks (U+E010-U+E02F) made tf-inject
+# abort; one space each keeps every offset (spans, aligned tokens) in place
+_UNSAFE_RE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u2028\u2029\ue010-\ue02f]")
 _STATUS_MARK = "crop-pipestatus:"
 _ATTEMPTS = 3  # one run and two retries, each with a fresh process
 # canary candidates, one everyday sentence per language (ISO 639-3): a mode's canary is its source language's,
@@ -66,16 +86,6 @@ class ApertiumError(RuntimeError):
     pass
 
 
-class BrokenOutput(Exception):
-    """One run's output is not a translation: a stage died or failed, the stream was cut, or the canary block
-    came back other than its known translation. The run is retried with a fresh process, never returned.
-    `stderr`: what the stages wrote there, for the log."""
-
-    def __init__(self, message: str, stderr: str = "") -> None:
-        super().__init__(message)
-        self.stderr = stderr
-
-
 @dataclass(frozen=True)
 class Canary:
     """A block sent last in every batch of a mode, whose translation by that mode is known: a batch whose canary
@@ -89,12 +99,35 @@ class Canary:
 class _Pipeline:
     script: str  # bash: the stages as one pipeline, then their exit statuses on stderr
     stages: tuple[str, ...]  # each stage's program, in order
+    mode_stages: str  # the mode's own stages (null-flush), without the deformatter around them
+
+
+_PERSISTENT_ATTEMPTS = 2  # one run and one retry, on a fresh pipeline
+_LIVE: weakref.WeakSet[ApertiumTranslator] = weakref.WeakSet()
+
+
+def _close_all() -> None:
+    for translator in list(_LIVE):
+        translator.close()
+
+
+atexit.register(_close_all)  # no stage outlives the process (the services' SIGTERM ends in a normal exit)
+
+
+def _env_number(name: str, default: float) -> float:
+    raw = os.environ.get(name, "").strip()
+    try:
+        return float(raw) if raw else default
+    except ValueError:
+        raise ValueError(f"{name}={raw!r} is not a number") from None
 
 
 class ApertiumTranslator:
     name = "apertium"
 
-    def __init__(self, binary: str = "apertium", modes_dir: str | None = None, timeout: float = 3600.0) -> None:
+    def __init__(self, binary: str = "apertium", modes_dir: str | None = None, timeout: float = 3600.0,
+                 persistent: bool | None = None, pool_size: int | None = None, request_timeout: float | None = None,
+                 oneshot_min_batch: int | None = None) -> None:
         path = shutil.which(binary)
         if path is None:
             raise ApertiumError(
@@ -112,6 +145,19 @@ class ApertiumTranslator:
                                     "apertium transfuse), which moves inline tags with their words")
         self._pipelines: dict[str, _Pipeline] = {}
         self._canaries: dict[str, Canary | None] = {}
+        if persistent is None:
+            persistent = os.environ.get("CROP_APERTIUM_PERSISTENT", "1").strip().lower() not in ("0", "false", "no")
+        self.persistent = persistent
+        self.pool_size = int(pool_size if pool_size is not None else _env_number("CROP_APERTIUM_POOL", 1))
+        self.request_timeout = (request_timeout if request_timeout is not None
+                                else _env_number("CROP_APERTIUM_REQUEST_TIMEOUT", 10.0))
+        self.oneshot_min_batch = int(oneshot_min_batch if oneshot_min_batch is not None
+                                     else _env_number("CROP_APERTIUM_ONESHOT_MIN_BATCH", 0))
+        self._pools: dict[str, PipelinePool] = {}
+        self._owner = os.getpid()  # a forked child starts its own pipelines: the parent's streams are not its
+        self._lock = threading.Lock()
+        self._closed = False
+        _LIVE.add(self)
 
     # -- language pairs -------------------------------------------------------------------------------------
 
@@ -172,7 +218,7 @@ class ApertiumTranslator:
             # transfuse state folder, which crop removes even when a stage died before tf-inject could
             script = (f'tf-extract -f html -d "$3" | {stages} | tf-inject -d "$3"\n'
                       f'echo "{_STATUS_MARK} ${{PIPESTATUS[*]}}" >&2\n')
-            self._pipelines[mode] = _Pipeline(script, ("tf-extract", *_programs(stages), "tf-inject"))
+            self._pipelines[mode] = _Pipeline(script, ("tf-extract", *_programs(stages), "tf-inject"), stages)
         return self._pipelines[mode]
 
     def run_pipeline(self, mode: str, blocks: Sequence[str]) -> str:
@@ -195,10 +241,90 @@ class ApertiumTranslator:
         except UnicodeDecodeError as e:
             raise BrokenOutput(f"the output is not UTF-8 ({e})") from None
 
-    def _run_checked(self, mode: str, blocks: Sequence[str], canary: Canary | None) -> list[str]:
+    # -- persistent pipelines -------------------------------------------------------------------------------
+
+    def _pool(self, mode: str) -> PipelinePool:
+        with self._lock:
+            if self._closed:
+                raise EngineUnavailable("apertium: the engine is closed")
+            if self._owner != os.getpid():
+                self._pools, self._owner = {}, os.getpid()
+            if mode not in self._pools:
+                # the mode's stages only: the deformatting around them is TransfuseCodec's
+                self._pools[mode] = PipelinePool(mode, self._pipeline(mode).mode_stages, self._env, self.pool_size)
+            return self._pools[mode]
+
+    def _uses_persistent(self, blocks: Sequence[str]) -> bool:
+        if not self.persistent or (self.oneshot_min_batch and len(blocks) >= self.oneshot_min_batch):
+            return False
+        return all(TransfuseCodec.supports(_WS_RE.sub(" ", _UNSAFE_RE.sub(" ", b))) for b in blocks)
+
+    def _run_persistent_once(self, pipe: NullFlushPipeline, blocks: Sequence[str], canary: Canary | None) -> list[str]:
+        """One pass of checked blocks through a persistent pipeline: each block's output HTML."""
+        clean = [_WS_RE.sub(" ", _UNSAFE_RE.sub(" ", b)) for b in blocks]
+        ids = next_block_ids(len(clean))
+        encoded = [TransfuseCodec.encode(b, i) for b, i in zip(clean, ids, strict=True)]
+        todo = [k for k, e in enumerate(encoded) if e.chunk]
+        timeout = self.request_timeout + 0.01 * len(todo)
+        answers = pipe.run([encoded[k].chunk for k in todo], timeout)
+        outs = [e.prefix + e.suffix for e in encoded]  # blocks without text come back as they are
+        for k, answer in zip(todo, answers, strict=True):
+            if block_id_of(answer) != ids[k]:
+                raise BrokenOutput(f"an answer came back for block {block_id_of(answer)!r}, not {ids[k]!r}: the "
+                                   "pipeline is out of step", pipe.stderr())
+            outs[k] = TransfuseCodec.decode(encoded[k], answer)
+        return validate_batch("".join(f"<p>{o}</p>\n" for o in outs), canary)
+
+    def _run_persistent(self, mode: str, blocks: Sequence[str], canary: Canary | None) -> list[str]:
+        sent = [*blocks, canary.source] if canary else list(blocks)
+        pool = self._pool(mode)
+        reasons: list[str] = []
+        for attempt in range(1, _PERSISTENT_ATTEMPTS + 1):
+            # a busy pool is waited for: each holder gives its pipeline back within its own deadline
+            pipe = pool.acquire(timeout=max(60.0, 6 * self.request_timeout) + 0.01 * len(sent))
+            broken = True
+            try:
+                outs = self._run_persistent_once(pipe, sent, canary)
+                broken = False
+                return outs
+            except BrokenOutput as e:
+                reasons.append(str(e))
+                log.warning("apertium pipeline broken, restarted", extra={
+                    "mode": mode, "attempt": attempt, "reason": str(e), "stderr": e.stderr[-2000:]})
+            finally:
+                pool.release(pipe, broken)  # a broken pipeline (or one interrupted) is killed, never reused
+        raise EngineUnavailable(f"apertium {mode}: {_PERSISTENT_ATTEMPTS} runs in a row on fresh pipelines did not "
+                                "translate: " + " / ".join(dict.fromkeys(reasons)))
+
+    def pipeline_pids(self) -> list[int]:
+        """The process-group leaders of the running persistent pipelines (for tests and diagnostics)."""
+        with self._lock:
+            pools = list(self._pools.values())
+        return [pid for pool in pools for pid in pool.pids()]
+
+    def close(self) -> None:
+        """Stop every persistent pipeline (their whole process groups). Idempotent; the engine refuses work after."""
+        with self._lock:
+            self._closed = True
+            pools, self._pools = list(self._pools.values()), {}
+            if self._owner != os.getpid():
+                return  # a forked child's copy: the pipelines are its parent's
+        for pool in pools:
+            pool.close()
+
+    def __enter__(self) -> ApertiumTranslator:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _run_checked(self, mode: str, blocks: Sequence[str], canary: Canary | None,
+                     allow_persistent: bool = True) -> list[str]:
         """The output blocks of a checked run (the canary, if any, sent last and taken off again). A broken run
         is retried with a fresh process; `_ATTEMPTS` broken runs in a row mean the engine is down."""
         sent = [*blocks, canary.source] if canary else list(blocks)
+        if allow_persistent and self._uses_persistent(sent):
+            return self._run_persistent(mode, blocks, canary)
         reasons: list[str] = []
         for attempt in range(1, _ATTEMPTS + 1):
             try:
@@ -216,7 +342,8 @@ class ApertiumTranslator:
         if mode not in self._canaries:
             own = _CANARY_TEXTS.get(to_iso3(mode.partition("-")[0]))
             texts = sorted(_CANARY_TEXTS.values(), key=lambda t: t != own)
-            outs = self._run_checked(mode, texts, None)
+            # one-shot: the canary sentences do not go through (and leave no state in) the persistent pipelines
+            outs = self._run_checked(mode, texts, None, allow_persistent=False)
             if len(outs) != len(texts):
                 raise ApertiumError(f"apertium {mode} returned {len(outs)} blocks for {len(texts)} canary sentences")
             changed = [Canary(t, _normalize(o)) for t, o in zip(texts, outs, strict=True) if _normalize(o) != t]
