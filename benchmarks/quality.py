@@ -14,14 +14,12 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from baselines import direct_spacy, easyproject_fuzzy, exact_lowercase
-from common import LANGS, emit, shared_data, translate_dev
+from common import LANGS, emit, english_tagger, translate_dev
 
 from crop.project import ALL_METHODS, Projector, ProjectorConfig
 from crop.tag.spacy import SpacyTagger
-from crop.tag.spacy_train import train_spacy_ner
 from crop.train.evaluate import evaluate
 from crop.translate.apertium import ApertiumTranslator
 
@@ -48,17 +46,17 @@ def main() -> None:
     ap.add_argument("--no-trained-tagger", action="store_true",
                     help="skip the end-to-end run with a tagger fitted to en/train.jsonl")
     ap.add_argument("--retrain", action="store_true", help="fit that tagger again even if it is cached")
+    ap.add_argument("--types", action="store_true", help="also entity types (issue 15, entity_types.py): stock, "
+                    "fitted and round-trip taggers, each with and without --type-vote, over raw text + dev")
     args = ap.parse_args()
     translator, tagger = ApertiumTranslator(), SpacyTagger()
     report: dict = {"metric": "seqeval entity-level (conlleval)", "translator": "apertium",
                     "tagger": "spacy en_core_web_sm", "languages": {}}
     trained = None
     if not args.no_trained_tagger:
-        model = Path(__file__).resolve().parent / "results" / "models" / "en-conll"
-        if args.retrain or not (model / "meta.json").exists():
-            fit = train_spacy_ner(shared_data() / "en" / "train.jsonl", model, epochs=10)
-            report["trained_tagger"] = {"best_epoch": fit.best_epoch, "held_out_f1": fit.best_dev_f1,
-                                        "train_sentences": fit.train_sentences}
+        model, fit = english_tagger(retrain=args.retrain)
+        if fit is not None:
+            report["trained_tagger"] = fit
         trained = SpacyTagger(str(model))
     for lang in args.langs.split(","):
         tr = translate_dev(translator, tagger, lang)
@@ -101,6 +99,11 @@ def main() -> None:
             "end_to_end_gain_over_exact>=0.08": gains["end_to_end"] >= 0.08,
         }
         report["languages"][lang] = res
+    if args.types:
+        from entity_types import TAGGERS
+        from entity_types import run as run_types
+
+        report["entity_types"] = run_types(args.langs.split(","), list(TAGGERS), retrain=args.retrain)
     emit("quality", report)
 
 

@@ -112,6 +112,14 @@ def project(
     align: Annotated[bool, typer.Option("--align/--no-align", help="word-aligned forward translation, the `forward` "
                                         "evidence (--no-align is about a third faster with Apertium)")] = True,
     stats: Annotated[Path | None, typer.Option(help="write run statistics (counts, time per stage) as JSON")] = None,
+    type_vote: Annotated[bool, typer.Option("--type-vote", help="after the corpus is projected, re-type each entity "
+                                            "whose surface form the other mentions in the corpus clearly gave "
+                                            "another type (a second pass over --output; re-typed entities get "
+                                            "`retyped_from`)")] = False,
+    type_vote_min_count: Annotated[int, typer.Option(min=1, help="--type-vote: at least this many other "
+                                                     "mentions of the form")] = 2,
+    type_vote_margin: Annotated[float, typer.Option(min=0.0, max=1.0, help="--type-vote: the winning type's "
+                                                    "share of the other mentions")] = 0.6,
 ) -> None:
     """Project English NER labels onto raw target-language sentences (CROP steps 1-5).
 
@@ -121,6 +129,10 @@ def project(
     if not input.exists() and str(input) != "-":
         fail(f"input file {input} does not exist")
     check_outputs(input, {"--output": output, "--conll": conll, "--stats": stats})
+    if type_vote and str(output) == "-":
+        fail("--type-vote needs an --output file (it reads the output a second time)")
+    if type_vote and type_vote_margin <= 0:
+        fail("--type-vote-margin must be above 0")
     projector = _projector(methods, policy, keep_all_o, langid, max_tokens)
     pipe = _pipeline(translator, tagger, projector, batch_size, max_token_chars=max_token_chars)
     pipe.use_alignment = pipe.use_alignment and align
@@ -131,6 +143,8 @@ def project(
     ids = DuplicateIds()
     sentences = read_input(input, src_lang, on_error="raise" if strict_input else "keep", ids=ids)
     _run_project(pipe, sentences, count_lines(input), output, conll, stats)
+    if type_vote:
+        _type_vote(output, conll, stats, type_vote_min_count, type_vote_margin)
     duplicates = ids.message(str(input))
     if duplicates:
         warn(duplicates)
@@ -192,6 +206,31 @@ def _run_project(pipe: CropPipeline, sentences: Iterable[InputSentence | Invalid
     out.close()
     if conll_file:
         conll_file.commit()
+
+
+def _type_vote(output: Path, conll: Path | None, stats: Path | None, min_count: int, margin: float) -> None:
+    """The second pass of `project --type-vote`: re-type `output` in place, and write `conll` and `stats` again to
+    match (each renamed into place, as the first pass left them)."""
+    from crop.project.type_vote import TypeVoteConfig, type_vote_file
+
+    votes = type_vote_file(output, config=TypeVoteConfig(min_count=min_count, margin=margin))
+    if conll:
+        conll_file = AtomicFile(conll)
+        with open(output, encoding="utf-8") as f:
+            for raw in f:
+                line = json.loads(raw)
+                if line.get("status") == "kept":
+                    write_conll(conll_file.file, line["tokens"], line["tags"])
+        conll_file.commit()
+    summary = votes.summary()
+    err.print(f"type vote: {summary['retyped']} entities re-typed in {summary['retyped_lines']} sentences "
+              f"({summary['surface_forms']} surface forms)", markup=False)
+    if stats:
+        data = json.loads(stats.read_text(encoding="utf-8"))
+        data["type_vote"] = summary | {"min_count": min_count, "margin": margin}
+        stats_file = AtomicFile(stats)
+        stats_file.file.write(json.dumps(data, indent=2))
+        stats_file.commit()
 
 
 def _force_progress() -> bool:
@@ -376,19 +415,30 @@ def eval_(
     gold: Annotated[Path, typer.Option("--gold", help="JSONL with id, tokens, tags")],
     pred: Annotated[Path, typer.Option("--pred", help="JSONL with id, tokens, tags (e.g. crop project output)")],
     json_out: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+    breakdown: Annotated[bool, typer.Option("--breakdown", help="also the kinds of error per language and type: "
+                                            "exact, wrong type only, wrong boundary only, both, missed, spurious, "
+                                            "with examples")] = False,
+    examples: Annotated[int, typer.Option(min=0, help="examples of each kind of error (--breakdown)")] = 5,
 ) -> None:
     """seqeval entity-level precision, recall and F1, overall and per type, matched by id."""
-    from crop.train.evaluate import EvalError, evaluate_files
+    from crop.train.evaluate import EvalError, breakdown_files, evaluate_files
 
     for p in (gold, pred):
         if not p.exists():
             fail(f"{p} does not exist")
     try:
         report = evaluate_files(gold, pred)
+        errors = breakdown_files(gold, pred, n_examples=examples) if breakdown else None
     except (InputError, EvalError) as exc:
         fail(str(exc))
         raise
-    typer.echo(json.dumps(report.model_dump(), indent=2) if json_out else report.table())
+    if json_out:
+        out = report.model_dump()
+        if errors is not None:
+            out["breakdown"] = errors.model_dump()
+        typer.echo(json.dumps(out, indent=2, ensure_ascii=False))
+    else:
+        typer.echo(report.table() + (f"\n\n{errors.table()}" if errors is not None else ""))
 
 
 tagger_app = typer.Typer(help="English (source-language) taggers.", no_args_is_help=True)
@@ -404,25 +454,80 @@ def tagger_train(
     epochs: Annotated[int, typer.Option(min=1)] = 10,
     dev: Annotated[Path | None, typer.Option(help="held-out JSONL (default: 10% of --train)")] = None,
     seed: Annotated[int, typer.Option()] = 0,
+    roundtrip: Annotated[str | None, typer.Option(help="languages, e.g. es,ca,gl: also train on the sentences "
+                                                  "translated to each and back in labeled mode (the English the "
+                                                  "tagger reads in projection)")] = None,
+    translator: Annotated[str, typer.Option(help="translation engine spec for --roundtrip (one with a labeled "
+                                            "mode)")] = "apertium",
+    roundtrip_out: Annotated[Path | None, typer.Option("--roundtrip-out", help="write the round-tripped "
+                                                       "sentences kept (JSONL) for inspection")] = None,
 ) -> None:
     """Fit a spaCy NER to your source-language labels; then project with --tagger spacy:OUTPUT."""
+    import tempfile
+
     from crop.labels import get_scheme
     from crop.tag.spacy_train import train_spacy_ner
 
     if not train.exists():
         fail(f"{train} does not exist")
-    progress = Progress(TextColumn("[bold]training"), BarColumn(), MofNCompleteColumn(),
-                        TextColumn("dev F1 {task.fields[f1]}"), TimeElapsedColumn(), console=err)
+    langs = [normalize_lang(x.strip()) for x in roundtrip.split(",") if x.strip()] if roundtrip else []
+    if roundtrip is not None and not langs:
+        fail("--roundtrip names no language")
+    if roundtrip_out is not None and not langs:
+        fail("--roundtrip-out needs --roundtrip")
+    augmented = None
+    with tempfile.TemporaryDirectory(prefix="crop-roundtrip-") as work:
+        train_file, dev_file = train, dev
+        if langs:
+            augmented = _roundtrip_data(train, dev, langs, translator, seed, Path(work), roundtrip_out)
+            train_file, dev_file = Path(augmented.train_file), Path(augmented.dev_file)
+        progress = Progress(TextColumn("[bold]training"), BarColumn(), MofNCompleteColumn(),
+                            TextColumn("dev F1 {task.fields[f1]}"), TimeElapsedColumn(), console=err)
+        try:
+            with progress:
+                task = progress.add_task("train", total=epochs, f1="-")
+                report = train_spacy_ner(train_file, output, base=base, scheme=get_scheme(scheme), epochs=epochs,
+                                         dev_path=dev_file, seed=seed,
+                                         on_epoch=lambda r: progress.update(task, advance=1, f1=f"{r.dev_f1:.3f}"))
+        except (InputError, ValueError) as exc:
+            fail(str(exc))
+            raise
+    out = report.model_dump()
+    if augmented is not None:
+        out["roundtrip"] = augmented.model_dump(exclude={"train_file", "dev_file"})
+    typer.echo(json.dumps(out, indent=2))
+
+
+def _roundtrip_data(train: Path, dev: Path | None, langs: list[str], translator: str, seed: int, work: Path,
+                    roundtrip_out: Path | None):  # -> crop.train.roundtrip.RoundTripReport
+    """The training and held-out files of `tagger train --roundtrip`, in `work`."""
+    from crop.train.roundtrip import augmented_training_data
+    from crop.translate import load_translator
+
     try:
-        with progress:
-            task = progress.add_task("train", total=epochs, f1="-")
-            report = train_spacy_ner(train, output, base=base, scheme=get_scheme(scheme), epochs=epochs,
-                                     dev_path=dev, seed=seed,
-                                     on_epoch=lambda r: progress.update(task, advance=1, f1=f"{r.dev_f1:.3f}"))
+        tr = load_translator(translator)
+    except ValueError as exc:
+        fail(str(exc))
+        raise
+    except RuntimeError as exc:
+        fail(f"engine unavailable: {exc}", ENGINE_ERROR)
+        raise
+    pairs = set(tr.pairs())  # an engine that lists no pairs is tried as it is
+    missing = [x for x in langs if ("en", x) not in pairs or (x, "en") not in pairs]
+    if pairs and missing:
+        fail(f"{tr.name} cannot translate en<->{', '.join(missing)} both ways (needed by --roundtrip)")
+    try:
+        return augmented_training_data(train, tr, langs, work, dev_path=dev, seed=seed, roundtrip_out=roundtrip_out,
+                                       on_lang=lambda st: err.print(f"round trip en->{st.lang}->en: {st.kept} of "
+                                                                    f"{st.sentences} kept ({st.identical} "
+                                                                    f"identical, {st.lost} lost an entity) in "
+                                                                    f"{st.seconds}s", markup=False))
     except (InputError, ValueError) as exc:
         fail(str(exc))
         raise
-    typer.echo(report.model_dump_json(indent=2))
+    except (RuntimeError, EngineUnavailable) as exc:
+        fail(f"engine unavailable: {exc}", ENGINE_ERROR)
+        raise
 
 
 SERVICES = ("translator", "tagger", "projector")

@@ -1,7 +1,8 @@
 """Build a tagger from a spec string: `spacy`, `spacy:<pipeline name or path>`,
 `transformers:<hub id or path of a token classification model>`, `remote:<url of a crop tagger service>` (its
 mode "model"; options also from CROP_REMOTE_TIMEOUT, CROP_REMOTE_MAX_RETRIES, CROP_REMOTE_BACKOFF,
-CROP_REMOTE_BATCH_SIZE; the API key from CROP_REMOTE_API_KEY)."""
+CROP_REMOTE_BATCH_SIZE; the API key from CROP_REMOTE_API_KEY), or `<spec>|<spec>`: the first tagger's spans with
+the second one's types (`crop.tag.ensemble`)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,11 @@ def load_tagger(spec: str = "spacy", scheme: str = "conll", **options: Any) -> T
     """A tagger by spec. `options` go to the engine's constructor; a transformers tagger also reads its
     `device`, `dtype` and `batch_size` from CROP_TAGGER_DEVICE, CROP_TAGGER_DTYPE, CROP_TAGGER_BATCH_SIZE
     when not given."""
+    if "|" in spec:  # spans of the first tagger, types of the second (crop.tag.ensemble)
+        from crop.tag.ensemble import SpanTypeEnsemble
+
+        first, _, second = spec.partition("|")
+        return SpanTypeEnsemble(load_tagger(first, scheme, **options), load_tagger(second, scheme, **options))
     engine, _, arg = spec.partition(":")
     if engine == "spacy":
         from crop.tag.spacy import DEFAULT_PIPELINE, SpacyTagger

@@ -204,3 +204,152 @@ def evaluate(
 def evaluate_files(gold_path: PathLike, pred_path: PathLike, strict: bool = False) -> EvalReport:
     """`evaluate` over two JSONL files with `id`, `tokens`, `tags` on every line."""
     return evaluate(read_gold(gold_path), read_predictions(pred_path), strict=strict)
+
+
+# -- error breakdown: what kind of mistake each gold entity and each prediction is ---------------------------------
+
+BREAKDOWN_KINDS = ("exact", "wrong_type", "wrong_boundary", "wrong_both", "missed", "spurious")
+
+
+class ErrorExample(BaseModel):
+    id: str
+    gold: str = Field(default="", description="the gold entity, 'TYPE: words' (empty for a spurious prediction)")
+    pred: str = Field(default="", description="the prediction it was matched with, 'TYPE: words' (empty if missed)")
+
+
+class ErrorCounts(BaseModel):
+    """Each gold entity falls in exactly one of the first five; `spurious` counts predictions overlapping no gold
+    entity (counted under the predicted type)."""
+
+    exact: int = 0
+    wrong_type: int = 0
+    wrong_boundary: int = 0
+    wrong_both: int = 0
+    missed: int = 0
+    spurious: int = 0
+
+    @property
+    def gold(self) -> int:
+        return self.exact + self.wrong_type + self.wrong_boundary + self.wrong_both + self.missed
+
+    @property
+    def type_error_share(self) -> float:
+        """The share of the errors (all but exact) that are a wrong type with the right span."""
+        errors = self.gold - self.exact + self.spurious
+        return self.wrong_type / errors if errors else 0.0
+
+
+class Breakdown(BaseModel):
+    """Error kinds per language (`lang` of the gold lines; '' when absent) and per gold type, with examples."""
+
+    total: ErrorCounts
+    per_lang: dict[str, ErrorCounts]
+    per_type: dict[str, dict[str, ErrorCounts]] = Field(description="language -> gold (or, spurious, predicted) "
+                                                        "type -> counts")
+    examples: dict[str, list[ErrorExample]] = Field(description="kind -> the first few examples")
+    type_error_share: float = Field(description="wrong-type-only entities over all errors (the non-exact gold "
+                                    "entities and the spurious predictions)")
+
+    def table(self) -> str:
+        header = ("lang", "type", *BREAKDOWN_KINDS)
+        rows: list[tuple[str, ...]] = []
+        for lang in sorted(self.per_type):
+            for typ, c in sorted(self.per_type[lang].items()):
+                rows.append((lang or "-", typ, *(str(getattr(c, k)) for k in BREAKDOWN_KINDS)))
+            c = self.per_lang[lang]
+            rows.append((lang or "-", "all", *(str(getattr(c, k)) for k in BREAKDOWN_KINDS)))
+        rows.append(("all", "all", *(str(getattr(self.total, k)) for k in BREAKDOWN_KINDS)))
+        widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+        lines = ["  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths,
+                                                                                              strict=True)))
+                 for r in [header, *rows]]
+        lines.append(f"type errors (right span, wrong type): {self.type_error_share:.1%} of all errors")
+        for kind in BREAKDOWN_KINDS[1:]:
+            for ex in self.examples.get(kind, []):
+                lines.append(f"  {kind}: {ex.id}: gold [{ex.gold}] pred [{ex.pred}]")
+        return "\n".join(lines)
+
+
+def _entities_conlleval(tags: Sequence[str]) -> list[tuple[str, int, int]]:
+    from seqeval.metrics.sequence_labeling import get_entities
+
+    return [(t, s, e + 1) for t, s, e in get_entities(list(tags))]
+
+
+def _show(ent: tuple[str, int, int], tokens: list[str] | None) -> str:
+    words = " ".join(tokens[ent[1]:ent[2]]) if tokens is not None else f"tokens {ent[1]}-{ent[2]}"
+    return f"{ent[0]}: {words}"
+
+
+def breakdown(
+    gold: Mapping[str, Tagged | Sequence[str]],
+    pred: Mapping[str, Tagged | Sequence[str]],
+    langs: Mapping[str, str] | None = None,
+    n_examples: int = 5,
+) -> Breakdown:
+    """Classify every gold entity (exact, wrong type only, wrong boundary only, both, missed) and every prediction
+    overlapping no gold entity (spurious), entities read as `evaluate` reads them (conlleval). A gold entity is
+    matched with the best overlapping prediction: an exact one, then the same span, then the same type."""
+    total = ErrorCounts()
+    per_lang: dict[str, ErrorCounts] = {}
+    per_type: dict[str, dict[str, ErrorCounts]] = {}
+    examples: dict[str, list[ErrorExample]] = {k: [] for k in BREAKDOWN_KINDS[1:]}
+
+    def bump(lang: str, typ: str, kind: str) -> None:
+        for c in (total, per_lang.setdefault(lang, ErrorCounts()),
+                  per_type.setdefault(lang, {}).setdefault(typ, ErrorCounts())):
+            setattr(c, kind, getattr(c, kind) + 1)
+
+    for sid, gvalue in gold.items():
+        gtoks, gtags = _split(gvalue)
+        ptags: Sequence[str] = ["O"] * len(gtags)
+        if sid in pred:
+            _, ptags = _split(pred[sid])
+            if len(ptags) != len(gtags):
+                raise EvalError(f"sentence {sid!r}: {len(ptags)} predicted tags for {len(gtags)} gold tokens")
+        lang = (langs or {}).get(sid, "")
+        toks = list(gtoks) if gtoks is not None else None
+
+        g_ents, p_ents = _entities_conlleval(gtags), _entities_conlleval(ptags)
+        for g in g_ents:
+            over = [p for p in p_ents if p[1] < g[2] and g[1] < p[2]]
+            same_span = [p for p in over if (p[1], p[2]) == (g[1], g[2])]
+            same_type = [p for p in over if p[0] == g[0]]
+            if g in over:
+                kind, match = "exact", g
+            elif same_span:
+                kind, match = "wrong_type", same_span[0]
+            elif same_type:
+                kind, match = "wrong_boundary", same_type[0]
+            elif over:
+                kind, match = "wrong_both", over[0]
+            else:
+                kind, match = "missed", None
+            bump(lang, g[0], kind)
+            if kind != "exact" and len(examples[kind]) < n_examples:
+                examples[kind].append(ErrorExample(id=sid, gold=_show(g, toks),
+                                                   pred=_show(match, toks) if match else ""))
+        for p in p_ents:
+            if not any(p[1] < g[2] and g[1] < p[2] for g in g_ents):
+                bump(lang, p[0], "spurious")
+                if len(examples["spurious"]) < n_examples:
+                    examples["spurious"].append(ErrorExample(id=sid, pred=_show(p, toks)))
+    return Breakdown(total=total, per_lang=per_lang, per_type=per_type, examples=examples,
+                     type_error_share=round(total.type_error_share, 4))
+
+
+def gold_langs(path: PathLike) -> dict[str, str]:
+    """id -> `lang` of the lines of a gold JSONL file (lines without one are left out)."""
+    from crop.io import iter_jsonl
+
+    out: dict[str, str] = {}
+    for _, rec in iter_jsonl(path):
+        if isinstance(rec, dict) and isinstance(rec.get("lang"), str):
+            rid = rec.get("id")
+            out[str(rid)] = rec["lang"]
+    return out
+
+
+def breakdown_files(gold_path: PathLike, pred_path: PathLike, n_examples: int = 5) -> Breakdown:
+    """`breakdown` over two JSONL files (languages from the gold lines' `lang`)."""
+    return breakdown(read_gold(gold_path), read_predictions(pred_path), gold_langs(gold_path), n_examples)
