@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -102,3 +104,30 @@ def emit(name: str, result: dict) -> None:
     out = Path(__file__).resolve().parent / "results"
     out.mkdir(exist_ok=True)
     (out / f"{name}.json").write_text(text + "\n")
+
+
+def serve_tagger(env: dict[str, str], timeout: float = 180.0,
+                 unset: tuple[str, ...] = ()) -> tuple[subprocess.Popen, str]:
+    """`crop serve tagger` on a free loopback port with `env` (on top of this process's environment, less the
+    variables `unset`), once it is ready: the process and its URL; killed if not ready within `timeout` s."""
+    import httpx
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    from servers import free_port
+
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-c", "from crop.cli import main; main()", "serve", "tagger",
+                             "--port", str(port)],
+                            env={k: v for k, v in {**os.environ, **env}.items() if k not in unset})
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if httpx.get(url + "/health/ready", timeout=1).status_code == 200:
+                return proc, url
+        except httpx.TransportError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            raise RuntimeError("the tagger service did not start")
+        time.sleep(0.2)

@@ -25,34 +25,17 @@ from itertools import islice
 from pathlib import Path
 
 import httpx
-from common import emit, shared_data
+from common import emit, serve_tagger, shared_data
 
 from crop.io import read_text, sentence_from_record
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from servers import free_port  # noqa: E402
 
 ENGINES = {"oneshot": "0", "persistent": "1"}  # CROP_APERTIUM_PERSISTENT
 
 
 def start_tagger(batching: bool, max_wait_ms: float, engine: str = "persistent") -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    env = {**os.environ, "CROP_TAGGER_MAX_BATCH_SIZE": "64" if batching else "1",
-           "CROP_TAGGER_MAX_WAIT_MS": str(max_wait_ms), "CROP_TAGGER_MAX_QUEUE": "100000", "CROP_LOG_LEVEL": "WARNING",
-           "CROP_APERTIUM_PERSISTENT": ENGINES[engine]}
-    proc = subprocess.Popen([sys.executable, "-c", "from crop.cli import main; main()", "serve", "tagger",
-                             "--port", str(port)], env=env)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            if httpx.get(url + "/health/ready", timeout=1).status_code == 200:
-                return proc, url
-        except httpx.TransportError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError("the tagger service did not start")
-        time.sleep(0.2)
+    return serve_tagger({"CROP_TAGGER_MAX_BATCH_SIZE": "64" if batching else "1",
+                         "CROP_TAGGER_MAX_WAIT_MS": str(max_wait_ms), "CROP_TAGGER_MAX_QUEUE": "100000",
+                         "CROP_LOG_LEVEL": "WARNING", "CROP_APERTIUM_PERSISTENT": ENGINES[engine]}, timeout=120)
 
 
 async def load(url: str, sentences: list[str], clients: int, lang: str, mode: str) -> dict[str, float]:

@@ -1,0 +1,429 @@
+"""Self-training (CROP step 6) on the shared data, accuracy and speed in one run:
+
+1. projection: `crop project` with its defaults (Apertium + the English tagger fitted to en/train.jsonl, cached in
+   benchmarks/results/models/en-conll) on raw/{es,ca,gl}.txt (the student's target data), and end to end on the dev
+   sets' target sentences (id, lang, tokens only: never their gold English), scored with seqeval against the gold
+   tags: the "projected" F1, the teacher's. Outputs are cached in benchmarks/results/cache/ under a key of the
+   input's, the English tagger's and the options' hashes (--no-cache projects again).
+2. the spaCy student trained with `run_selftraining` (L_src = en/train.jsonl, L_tgt = the raw projections, the gold
+   dev sets choosing the best epoch and round, the dev projections combined with the student): per dev language
+   the student's and the combined labels' F1 after each round, and each round's training time.
+3. speed: the student (`StudentTagger.tag`) next to mode crop (`CropPipeline`, the same engines as the projection)
+   in-process, one sentence per call and batched; and the tagger service (`crop serve tagger` on loopback, the
+   student in CROP_TAGGER_STUDENT) answering one sentence per request, sequentially, in mode "student" and mode
+   "crop": p50 latency, requests/s and their ratio.
+
+    python benchmarks/selftrain.py [--rounds 2] [--epochs 6] [--batch-size 64] [--combine projection-first]
+                                   [--relabel-kept] [--min-entity-score 0] [--no-speed] [--speed-sentences 40]
+                                   [--name selftrain] [--output FOLDER]
+    python benchmarks/selftrain.py --student FOLDER --name selftrain-speed   # speed only, of a trained student
+
+JSON on stdout and in benchmarks/results/<name>.json; a markdown table on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+from common import LANGS, emit, english_tagger, load_dev, serve_tagger, shared_data
+
+import crop
+from crop.train.evaluate import evaluate
+from crop.train.selftrain import SelfTrainConfig, run_selftraining
+from crop.train.students.base import StudentConfig
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results"
+CACHE = RESULTS / "cache" / "projections"
+
+
+def log(*parts: object) -> None:
+    print(*parts, file=sys.stderr, flush=True)
+
+
+# ------------------------------------------------------------------------------------------------ projection
+
+
+def _hash_folder(folder: Path) -> str:
+    h = hashlib.sha256()
+    for p in sorted(folder.rglob("*")):
+        if p.is_file():
+            h.update(str(p.relative_to(folder)).encode())
+            h.update(p.read_bytes())
+    return h.hexdigest()
+
+
+def project_files(jobs: list[tuple[str, Path, str]], tagger_model: Path, use_cache: bool, workers: int
+                  ) -> dict[str, tuple[Path, dict]]:
+    """`crop project` (its defaults, the English tagger fitted to en/train.jsonl) on each (key, input, lang):
+    key -> (output JSONL, run stats with "seconds" and "cached"). Runs `workers` projections at once."""
+    CACHE.mkdir(parents=True, exist_ok=True)
+    tagger_hash = _hash_folder(tagger_model)[:16]
+    out: dict[str, tuple[Path, dict]] = {}
+    pending: list[tuple[str, Path, Path, list[str]]] = []
+    for key, path, lang in jobs:
+        cmd = ["project", "--src-lang", lang, "--tagger", f"spacy:{tagger_model}"]
+        h = hashlib.sha256(path.read_bytes())
+        h.update(json.dumps([cmd[:3], tagger_hash, crop.__version__]).encode())
+        dest = CACHE / f"{key}-{h.hexdigest()[:16]}.jsonl"
+        stats = dest.with_suffix(".stats.json")
+        if use_cache and dest.exists() and stats.exists():
+            out[key] = (dest, {**json.loads(stats.read_text()), "cached": True})
+            continue
+        pending.append((key, dest, stats, [*cmd, "--input", str(path), "--output", str(dest), "--stats", str(stats)]))
+    running: list[tuple[str, Path, Path, subprocess.Popen, float]] = []
+    while pending or running:
+        while pending and len(running) < workers:
+            key, dest, stats, cmd = pending.pop(0)
+            for p in (dest, stats):
+                p.unlink(missing_ok=True)
+            log(f"projecting {key} ...")
+            proc = subprocess.Popen([sys.executable, "-c", "from crop.cli import main; main()", *cmd],
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+            running.append((key, dest, stats, proc, time.perf_counter()))
+        for item in list(running):
+            key, dest, stats, proc, t0 = item
+            if proc.poll() is None:
+                continue
+            running.remove(item)
+            err = proc.stderr.read() if proc.stderr else ""
+            if proc.returncode != 0:
+                raise RuntimeError(f"crop project failed on {key} ({proc.returncode}): {err[-2000:]}")
+            summary = json.loads(stats.read_text())
+            summary["wall_seconds"] = round(time.perf_counter() - t0, 1)
+            stats.write_text(json.dumps(summary, indent=2))
+            out[key] = (dest, {**summary, "cached": False})
+            log(f"projected {key}: {summary.get('sentences')} sentences in {summary['wall_seconds']} s, "
+                f"{summary.get('status')}")
+        time.sleep(0.5)
+    return out
+
+
+def dev_inputs(langs: list[str], folder: Path) -> dict[str, Path]:
+    """The dev sets' target sentences with id, lang and tokens only (their gold English would make `crop project`
+    project the gold labels instead of tagging its own translation)."""
+    out = {}
+    for lang in langs:
+        path = folder / f"{lang}.dev.input.jsonl"
+        with open(path, "w", encoding="utf-8") as f:
+            for s in load_dev(lang):
+                f.write(json.dumps({"id": s.id, "lang": lang, "tokens": s.tokens}, ensure_ascii=False) + "\n")
+        out[lang] = path
+    return out
+
+
+def projected_scores(lang: str, projection: Path) -> dict:
+    """seqeval P/R/F1 of a dev projection against the gold tags (a sentence missing or re-tokenized counts all
+    O), and its kept share."""
+    gold = {s.id: (s.tokens, s.tags or []) for s in load_dev(lang)}
+    pred: dict[str, tuple[list[str], list[str]]] = {}
+    kept = 0
+    with open(projection, encoding="utf-8") as f:
+        for line in f:
+            r = json.loads(line)
+            kept += r.get("status") == "kept"
+            if r.get("id") in gold and len(r["tags"]) == len(gold[r["id"]][0]):
+                pred[r["id"]] = (gold[r["id"]][0], r["tags"])
+    for i, (tokens, _) in gold.items():
+        pred.setdefault(i, (tokens, ["O"] * len(tokens)))
+    rep = evaluate(gold, pred)
+    return {"precision": round(rep.precision, 4), "recall": round(rep.recall, 4), "f1": round(rep.f1, 4),
+            "kept": round(kept / len(gold), 4)}
+
+
+# ------------------------------------------------------------------------------------------------------ speed
+
+
+def speed_sentences(langs: list[str], per_lang: int) -> dict[str, list]:
+    """The first `per_lang` dev sentences of each language, the same in every speed measurement."""
+    return {lang: load_dev(lang)[:per_lang] for lang in langs}
+
+
+def in_process_speed(student_folder: Path, tagger_model: Path, langs: list[str], per_lang: int,
+                     student_repeats: int = 5) -> dict:
+    """Sentences/s of the student and of mode crop on the same dev sentences' text, one per call and batched (64).
+    The student's passes are repeated `student_repeats` times (one pass takes well under a second)."""
+    from crop.pipeline import CropPipeline
+    from crop.project import Projector, ProjectorConfig
+    from crop.tag import load_tagger
+    from crop.tag.student import StudentTagger
+    from crop.translate import load_translator
+
+    student = StudentTagger(student_folder)
+    # mode crop as the tagger service runs it (partial projection, nothing discarded)
+    pipe = CropPipeline(load_translator("apertium"), load_tagger(f"spacy:{tagger_model}"), Projector(ProjectorConfig(
+        policy="partial", drop_all_o=False, langid=False, max_tokens=10**6)))
+    sents = speed_sentences(langs, per_lang)
+    n = sum(len(v) for v in sents.values())
+
+    def timed(fn, repeats: int = 1) -> float:
+        t0 = time.perf_counter()
+        for _ in range(repeats):
+            fn()
+        return (time.perf_counter() - t0) / repeats
+
+    def student_one() -> None:
+        for lang, ss in sents.items():
+            for s in ss:
+                student.tag([s.text], lang)
+
+    def student_batch() -> None:
+        for lang, ss in sents.items():
+            texts = [s.text for s in ss]
+            for i in range(0, len(texts), 64):
+                student.tag(texts[i:i + 64], lang)
+
+    def crop_one() -> None:
+        for ss in sents.values():
+            for s in ss:
+                pipe.project_batch([s])
+
+    def crop_batch() -> None:
+        for ss in sents.values():
+            for i in range(0, len(ss), 64):
+                pipe.project_batch(ss[i:i + 64])
+
+    for lang in langs:  # first-call costs out of the timings (Apertium starts its pipes per language pair)
+        student.tag(["Calentamiento ."], lang)
+        pipe.project_batch(load_dev(lang)[-1:])
+    out: dict = {"sentences": n}
+    for name, fn in (("student_one_per_call", student_one), ("student_batched_64", student_batch),
+                     ("crop_one_per_call", crop_one), ("crop_batched_64", crop_batch)):
+        secs = timed(fn, student_repeats if name.startswith("student") else 1)
+        out[name] = round(n / secs, 2)
+        log(f"in-process {name}: {out[name]} sentences/s")
+    out["ratio_one_per_call"] = round(out["student_one_per_call"] / out["crop_one_per_call"], 1)
+    out["ratio_batched"] = round(out["student_batched_64"] / out["crop_batched_64"], 1)
+    return out
+
+
+def start_tagger(student_folder: Path, tagger_model: Path) -> tuple[subprocess.Popen, str]:
+    env = {"CROP_TAGGER_ENGINE": f"spacy:{tagger_model}", "CROP_TAGGER_STUDENT": str(student_folder),
+           "CROP_TAGGER_STUDENT_POLL": "0", "CROP_TAGGER_MAX_QUEUE": "100000", "CROP_LOG_LEVEL": "WARNING"}
+    return serve_tagger(env, unset=("CROP_TAGGER_TRANSLATOR",))  # the in-process Apertium, as the projection used
+
+
+async def sequential(url: str, items: list[tuple[str, str]], mode: str) -> dict:
+    """One client, one sentence per request, each sent after the previous answer."""
+    latencies: list[float] = []
+    errors = 0
+    modes = set()
+    async with httpx.AsyncClient(timeout=300) as http:
+        for lang in dict.fromkeys(lang for _, lang in items):  # warm-up: Apertium's pipes start per language
+            await http.post(url + "/v1/tag", json={"text": "Calentamiento .", "lang": lang, "mode": mode})
+        t0 = time.perf_counter()
+        for text, lang in items:
+            t1 = time.perf_counter()
+            r = await http.post(url + "/v1/tag", json={"text": text, "lang": lang, "mode": mode})
+            latencies.append(time.perf_counter() - t1)
+            if r.status_code != 200:
+                errors += 1
+            else:
+                body = r.json()
+                modes.add(body.get("mode"))
+        wall = time.perf_counter() - t0
+    q = statistics.quantiles(latencies, n=100)
+    return {"requests": len(items), "errors": errors, "answered_in_mode": sorted(m for m in modes if m),
+            "requests_per_second": round(len(items) / wall, 2), "p50_ms": round(statistics.median(latencies) * 1000, 2),
+            "p99_ms": round(q[98] * 1000, 2), "mean_ms": round(statistics.fmean(latencies) * 1000, 2)}
+
+
+def service_speed(student_folder: Path, tagger_model: Path, langs: list[str], per_lang: int) -> dict:
+    """Sequential single-sentence requests, the same sentences in both modes."""
+    items = [(s.text, lang) for lang, ss in speed_sentences(langs, per_lang).items() for s in ss]
+    proc, url = start_tagger(student_folder, tagger_model)
+    try:
+        info = httpx.get(url + "/v1/info", timeout=10).json()
+        out: dict = {"student": info.get("student")}
+        with httpx.Client(timeout=10) as http:  # the HTTP round trip alone (no engine, no queue): the floor
+            floor = []
+            for _ in range(len(items)):
+                t0 = time.perf_counter()
+                http.get(url + "/health/ready")
+                floor.append(time.perf_counter() - t0)
+        out["health_p50_ms"] = round(statistics.median(floor) * 1000, 2)
+        for mode in ("student", "crop"):
+            out[mode] = asyncio.run(sequential(url, items, mode))
+            log(f"service mode {mode}: {out[mode]}")
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    out["p50_speedup"] = round(out["crop"]["p50_ms"] / out["student"]["p50_ms"], 1)
+    out["throughput_speedup"] = round(out["student"]["requests_per_second"] / out["crop"]["requests_per_second"], 1)
+    out["student_at_least_10x_faster"] = out["p50_speedup"] >= 10 and out["throughput_speedup"] >= 10
+    return out
+
+
+# ------------------------------------------------------------------------------------------------------ report
+
+
+def mean(values: list[float]) -> float:
+    return round(sum(values) / len(values), 4) if values else 0.0
+
+
+def markdown(report: dict, langs: list[str]) -> str:
+    rounds = report["selftraining"]["rounds"]
+    head = ["language", "projected"]
+    for r in rounds:
+        head += [f"student r{r['round']}", f"combined r{r['round']}"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    rows = [*langs, "mean"]
+    for lang in rows:
+        if lang == "mean":
+            cells = ["**mean**", f"{report['projection']['mean_f1']:.3f}"]
+            for r in rounds:
+                cells += [f"{r['student_mean_f1']:.3f}", f"{r['combined_mean_f1']:.3f}"]
+        else:
+            cells = [lang, f"{report['projection']['dev'][lang]['f1']:.3f}"]
+            for r in rounds:
+                cells += [f"{r['student'][lang]['f1']:.3f}", f"{r['combined'][lang]['f1']:.3f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines.append("")
+    lines.append("training seconds per round: " + ", ".join(f"r{r['round']} {r['seconds']}" for r in rounds)
+                 + f"; best round {report['selftraining']['best_round']}")
+    sp = report.get("speed")
+    if sp:
+        ip = sp["in_process"]
+        lines.append(f"in-process sentences/s: student {ip['student_one_per_call']} one per call, "
+                     f"{ip['student_batched_64']} batched; crop {ip['crop_one_per_call']} one per call, "
+                     f"{ip['crop_batched_64']} batched (x{ip['ratio_one_per_call']} / x{ip['ratio_batched']})")
+        sv = sp["service"]
+        lines.append(f"service, one sentence per request: student p50 {sv['student']['p50_ms']} ms "
+                     f"{sv['student']['requests_per_second']} req/s; crop p50 {sv['crop']['p50_ms']} ms "
+                     f"{sv['crop']['requests_per_second']} req/s; p50 x{sv['p50_speedup']}, "
+                     f"throughput x{sv['throughput_speedup']}")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--langs", default=",".join(LANGS))
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--epochs", type=int, default=6)
+    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--combine", default="projection-first", choices=["projection-first", "agreement"])
+    ap.add_argument("--relabel-kept", action="store_true")
+    ap.add_argument("--min-entity-score", type=float, default=0.0)
+    ap.add_argument("--relabeled-weight", type=float, default=1.0)
+    ap.add_argument("--source-ratio", type=float, default=1.0)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--options", default="{}", help="the spaCy student's options as JSON (width, depth, rows, ...)")
+    ap.add_argument("--workers", type=int, default=2, help="projections run at once")
+    ap.add_argument("--no-cache", action="store_true", help="project again even when a cached output exists")
+    ap.add_argument("--retrain-tagger", action="store_true", help="fit the English tagger again")
+    ap.add_argument("--no-speed", action="store_true", help="accuracy only")
+    ap.add_argument("--speed-sentences", type=int, default=40,
+                    help="dev sentences per language timed in both modes (in-process, and one request each to the "
+                    "service)")
+    ap.add_argument("--output", type=Path, default=None, help="the student's folder (default: a temporary one)")
+    ap.add_argument("--name", default="selftrain", help="results file benchmarks/results/<name>.json")
+    ap.add_argument("--student", type=Path, default=None,
+                    help="a trained student folder: no training, the speed of this student only")
+    args = ap.parse_args()
+    langs = args.langs.split(",")
+    t_start = time.perf_counter()
+
+    tagger_model, fit = english_tagger(retrain=args.retrain_tagger)
+    report: dict = {"translator": "apertium", "tagger": f"spacy fitted to en/train.jsonl ({tagger_model.name})",
+                    "cores": os.cpu_count(), "crop_version": crop.__version__}
+    if fit is not None:
+        report["english_tagger_fit"] = fit
+
+    # -- 1. projection
+    work = Path(tempfile.mkdtemp(prefix="crop-selftrain-"))
+    devs = dev_inputs(langs, work)
+    jobs = [(f"dev-{lang}", devs[lang], lang) for lang in langs]
+    jobs += [(f"raw-{lang}", shared_data() / "raw" / f"{lang}.txt", lang) for lang in langs]
+    projections = project_files(jobs, tagger_model, not args.no_cache, args.workers)
+    proj: dict = {"dev": {}, "raw": {}}
+    for lang in langs:
+        proj["dev"][lang] = projected_scores(lang, projections[f"dev-{lang}"][0])
+        st = projections[f"raw-{lang}"][1]
+        proj["raw"][lang] = {"sentences": st.get("sentences"), "status": st.get("status"),
+                             "seconds": st.get("wall_seconds"), "cached": st["cached"],
+                             "file": str(projections[f"raw-{lang}"][0].relative_to(HERE.parent))}
+    proj["mean_f1"] = mean([proj["dev"][lang]["f1"] for lang in langs])
+    report["projection"] = proj
+    log("projected F1:", {lang: proj["dev"][lang]["f1"] for lang in langs}, "mean", proj["mean_f1"])
+
+    if args.student is not None:
+        report["speed"] = {"sentences_per_language": args.speed_sentences, "student": str(args.student),
+                           "in_process": in_process_speed(args.student, tagger_model, langs, args.speed_sentences),
+                           "service": service_speed(args.student, tagger_model, langs, args.speed_sentences)}
+        shutil.rmtree(work, ignore_errors=True)
+        emit(args.name, report)
+        return
+
+    # -- 2. self-training
+    student_dir = args.output or work / "student"
+    config = SelfTrainConfig(
+        source=[str(shared_data() / "en" / "train.jsonl")],
+        targets={lang: [str(projections[f"raw-{lang}"][0])] for lang in langs},
+        dev={lang: str(shared_data() / "dev" / f"{lang}.dev.jsonl") for lang in langs},
+        dev_projected={lang: str(projections[f"dev-{lang}"][0]) for lang in langs},
+        student=StudentConfig(kind="spacy", epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
+                              options=json.loads(args.options)),
+        rounds=args.rounds, source_ratio=args.source_ratio, combine=args.combine, relabel_kept=args.relabel_kept,
+        min_entity_score=args.min_entity_score, relabeled_weight=args.relabeled_weight)
+
+    def progress(p) -> None:
+        if p.message:
+            log(f"[selftrain] {p.message}" + (f" loss {p.loss:.1f}" if p.loss is not None else "")
+                + (f" dev F1 {p.dev_f1}" if p.dev_f1 is not None else "")
+                + (f" eta {p.eta_seconds}s" if p.eta_seconds is not None else ""))
+
+    st = run_selftraining(config, student_dir, progress)
+    rounds = []
+    for r in st.rounds:
+        rounds.append({
+            "round": r.round, "seconds": r.seconds, "best_epoch": r.best_epoch,
+            "train_sentences": r.train_sentences, "relabeled": r.relabeled,
+            "student": {lang: {k: round(v, 4) for k, v in s.model_dump().items()} for lang, s in r.dev.items()},
+            "combined": {lang: {k: round(v, 4) for k, v in s.model_dump().items()} for lang, s in r.combined.items()},
+            "student_mean_f1": mean([r.dev[lang].f1 for lang in langs]),
+            "combined_mean_f1": mean([r.combined[lang].f1 for lang in langs]),
+            "epochs": [{"epoch": e.epoch, "loss": round(e.loss, 2), "seconds": round(e.seconds, 1),
+                        "dev_f1": {lang: round(s.f1, 4) for lang, s in e.dev.items()}} for e in r.epochs],
+        })
+    best = rounds[st.best_round - 1]
+    final = max(best["student_mean_f1"], best["combined_mean_f1"])
+    report["selftraining"] = {
+        "config": {"rounds": args.rounds, "epochs": args.epochs, "batch_size": args.batch_size,
+                   "combine": args.combine, "relabel_kept": args.relabel_kept,
+                   "min_entity_score": args.min_entity_score, "relabeled_weight": args.relabeled_weight,
+                   "source_ratio": args.source_ratio, "seed": args.seed, "options": json.loads(args.options)},
+        "data": st.data, "rounds": rounds, "best_round": st.best_round, "seconds": st.seconds,
+        "checks": {
+            "student_mean_within_0.02_of_projected": best["student_mean_f1"] >= proj["mean_f1"] - 0.02,
+            "final_labels_at_least_projected": final >= proj["mean_f1"],
+            "student_minus_projected": round(best["student_mean_f1"] - proj["mean_f1"], 4),
+            "combined_minus_projected": round(best["combined_mean_f1"] - proj["mean_f1"], 4),
+        },
+    }
+
+    # -- 3. speed
+    if not args.no_speed:
+        report["speed"] = {"sentences_per_language": args.speed_sentences,
+                           "in_process": in_process_speed(student_dir, tagger_model, langs, args.speed_sentences),
+                           "service": service_speed(student_dir, tagger_model, langs, args.speed_sentences)}
+    report["seconds"] = round(time.perf_counter() - t_start, 1)
+    shutil.rmtree(work, ignore_errors=True)  # the dev inputs, and the student unless --output kept it elsewhere
+    emit(args.name, report)
+    log("")
+    log(markdown(report, langs))
+
+
+if __name__ == "__main__":
+    main()
