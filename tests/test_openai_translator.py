@@ -420,7 +420,12 @@ def test_fake_vllm_one_failing_sentence_cancels_the_others(fake_vllm: FakeVLLMSe
     tr = make(fake_vllm, max_concurrency=8)
     with pytest.raises(TranslationServerError, match="bad sentence"):
         tr.translate(texts, "en", "es")
-    assert fake_vllm.state.answers == 1  # it failed on the 400, without waiting for the 7 held answers
+    # it failed on the 400, without waiting for the 7 held answers (they wait for `release`, not set yet); the
+    # server counts its 400 after sending it, so the client may have raised a moment before that count
+    deadline = time.monotonic() + 10
+    while fake_vllm.state.answers < 1 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert fake_vllm.state.answers == 1
     fake_vllm.state.release.set()
     fake_vllm.state = FakeState()
     assert tr.translate(["hello"], "en", "es") == ["hola"]  # nothing left behind
