@@ -13,7 +13,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -23,7 +22,7 @@ from typing import Any
 import httpx
 import pytest
 import redis
-from jobs_harness import RedisServer, submit, wait_for, worker_env
+from jobs_harness import CROP, RedisServer, submit, wait_for, worker_env
 from pydantic import ValidationError
 from servers import free_port, running
 
@@ -185,7 +184,7 @@ class Trainer:
     def __init__(self, env: dict[str, str], log: Path) -> None:
         self.log = log
         self.out = open(log, "ab")  # noqa: SIM115 - closed by stop
-        self.proc = subprocess.Popen([sys.executable, "-m", "crop.cli_trainer", "trainer", "--hostname", "t1@%h"],
+        self.proc = subprocess.Popen([CROP, "trainer", "--hostname", "t1@%h"],
                                      env=env, stdout=self.out, stderr=subprocess.STDOUT, start_new_session=True)
 
     def stop(self) -> int:
@@ -233,14 +232,14 @@ def test_trainer_pools_a_job_and_trains_a_student(settings: JobSettings, shared_
         wait_for(lambda: pool.counts() == {"ca": {"kept": 30, "discarded": 0}, "es": {"kept": 30, "discarded": 0}},
                  120, f"the pool to fill ({pool.counts()})")
         with service(settings) as url:
-            cli = [sys.executable, "-m", "crop.cli_trainer", "train", "submit", "--languages", "es,ca", "--epochs",
+            cli = [CROP, "train", "submit", "--languages", "es,ca", "--epochs",
                    "2", "--name", "ner-test", "--wait", "--poll", "0.2", "--server", url, "--api-key", KEY]
             r = subprocess.run(cli, env={**env, "CROP_PROGRESS": "1"}, capture_output=True, text=True, timeout=400)
             assert r.returncode == 0, f"{r.stdout}\n{r.stderr}\n{trainer.tail()}"
             run_id = r.stdout.strip().splitlines()[-1]
             assert "succeeded" in r.stderr and "dev F1" in r.stderr
             info = httpx.get(f"{url}/v1/train/{run_id}", headers={"Authorization": f"Bearer {KEY}"}).json()
-            status = subprocess.run([sys.executable, "-m", "crop.cli_trainer", "train", "status", run_id, "--server",
+            status = subprocess.run([CROP, "train", "status", run_id, "--server",
                                      url, "--api-key", KEY], env=env, capture_output=True, text=True, timeout=60)
             assert status.returncode == 0 and status.stdout.strip().splitlines()[-1] == "succeeded"
     finally:

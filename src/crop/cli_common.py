@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
+from collections.abc import Callable
 from itertools import combinations
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.console import Console
@@ -58,3 +61,12 @@ def count_lines(path: Path) -> int | None:
         return None
     with open(path, "rb") as f:
         return sum(1 for line in f if line.strip())
+
+
+def show_record(info: dict[str, Any], as_json: bool, summary: Callable[[dict[str, Any]], None]) -> None:
+    """A job's or a training run's record: the whole of it as JSON, or its summary on stderr and its state."""
+    if as_json:
+        typer.echo(json.dumps(info, indent=2, ensure_ascii=False))
+        return
+    summary(info)
+    typer.echo(info["state"])

@@ -14,7 +14,6 @@ the server refuses (4xx) or bad usage.
 from __future__ import annotations
 
 import gzip
-import json
 import os
 import time
 from collections.abc import Iterator
@@ -26,7 +25,7 @@ import httpx
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from crop.cli_common import ENGINE_ERROR, USAGE_ERROR, err, fail, warn
+from crop.cli_common import ENGINE_ERROR, USAGE_ERROR, err, fail, show_record, warn
 from crop.io import AtomicFile, sniff_format
 from crop.langcodes import normalize_lang
 from crop.remote_http import RemoteHTTP, RemoteServiceError, RemoteUnavailable, error_detail
@@ -179,11 +178,7 @@ def status(job_id: JobId, as_json: Annotated[bool, typer.Option("--json", help="
     """The state of a job: sentences done, counts by status and reason, rate, ETA, errors."""
     with _server(server, api_key) as http:
         info = http.get(f"{JOBS}/{job_id}")
-    if as_json:
-        typer.echo(json.dumps(info, indent=2, ensure_ascii=False))
-        return
-    _summary(info)
-    typer.echo(info["state"])
+    show_record(info, as_json, _summary)
 
 
 @job_app.command("list")

@@ -22,7 +22,7 @@ from typing import Annotated, Any
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from crop.cli_common import ENGINE_ERROR, err, fail
+from crop.cli_common import ENGINE_ERROR, err, fail, show_record
 from crop.cli_jobs import DEFAULT_SERVER, ApiKey, Server, _server
 from crop.cli_worker import LOG_LEVELS
 from crop.remote_http import RemoteHTTP
@@ -30,8 +30,6 @@ from crop.remote_http import RemoteHTTP
 TRAIN = "/v1/train"
 FINISHED = frozenset({"succeeded", "failed"})
 
-train_remote_app = typer.Typer(help="Training runs from the pool on a projector service (run by `crop trainer`).",
-                               no_args_is_help=True)
 RunId = Annotated[str, typer.Argument(help="the run id (`crop train submit` printed it)")]
 
 
@@ -117,7 +115,6 @@ def _pairs(values: list[str], what: str) -> dict[str, str]:
     return out
 
 
-@train_remote_app.command("submit")
 def submit(
     languages: Annotated[str, typer.Option("--languages", help="target languages, comma-separated: their pool "
                                            "trains one multilingual student")],
@@ -216,26 +213,9 @@ def _summary(info: dict[str, Any]) -> None:
         err.print(f"  error: {info['error']}", markup=False, soft_wrap=True)
 
 
-@train_remote_app.command("status")
 def status(run_id: RunId, as_json: Annotated[bool, typer.Option("--json", help="the whole record as JSON")] = False,
            server: Server = DEFAULT_SERVER, api_key: ApiKey = None) -> None:
     """The state of a training run: round, epoch, loss, dev F1, ETA; the model version and metrics once done."""
     with _server(server, api_key) as http:
         info = http.get(f"{TRAIN}/{run_id}")
-    if as_json:
-        typer.echo(json.dumps(info, indent=2, ensure_ascii=False))
-        return
-    _summary(info)
-    typer.echo(info["state"])
-
-
-# `python -m crop.cli_trainer ...`: the same commands before cli.py registers them
-standalone = typer.Typer(no_args_is_help=True, add_completion=False)
-standalone.command("trainer")(trainer)
-standalone.add_typer(train_remote_app, name="train")
-
-if __name__ == "__main__":  # pragma: no cover
-    from crop.log import configure
-
-    configure()
-    standalone()
+    show_record(info, as_json, _summary)

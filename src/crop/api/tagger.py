@@ -15,7 +15,7 @@ requests are batched apart (their own queue key), so that the steps are only gat
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Hashable
+from collections.abc import AsyncIterator, Callable, Hashable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from importlib import resources
@@ -140,8 +140,8 @@ def _no_student(holder: StudentHolder | None) -> HTTPException:
                               "and model work", headers={"Retry-After": str(max(1, int(holder.poll_seconds or 30)))})
 
 
-def _student_lifespan(app: FastAPI) -> None:
-    """The student's reload threads stopped when the app stops (they are started once its engines load)."""
+def _on_stop(app: FastAPI, stop: Callable[[FastAPI], None]) -> None:
+    """`stop(app)` run when the app stops, after its own lifespan."""
     inner = app.router.lifespan_context
 
     @asynccontextmanager
@@ -150,11 +150,16 @@ def _student_lifespan(app: FastAPI) -> None:
             async with inner(a) as state:
                 yield state
         finally:
-            engines: TaggerEngines | None = a.state.service.engine
-            if engines is not None and engines.student is not None:
-                engines.student.stop()
+            stop(a)
 
     app.router.lifespan_context = lifespan
+
+
+def _stop_student(a: FastAPI) -> None:
+    """The student's reload threads stopped (they are started once the app's engines load)."""
+    engines: TaggerEngines | None = a.state.service.engine
+    if engines is not None and engines.student is not None:
+        engines.student.stop()
 
 
 def _crop_pipeline(translator: Translator, tagger: Tagger, pivot: str) -> CropPipeline:
@@ -183,17 +188,7 @@ def _watch_upstream(app: FastAPI, link: UpstreamLink[RemoteEngine]) -> None:
     up = Gauge("crop_upstream_up", "1 while the upstream service answers; 0 while it is down or not connected yet",
                ["upstream"], registry=app.state.service.registry)
     up.labels("translator").set_function(lambda: 1.0 if link.state() == "up" else 0.0)
-    inner = app.router.lifespan_context
-
-    @asynccontextmanager
-    async def lifespan(a: FastAPI) -> AsyncIterator[Any]:
-        try:
-            async with inner(a) as state:
-                yield state
-        finally:
-            link.close()
-
-    app.router.lifespan_context = lifespan
+    _on_stop(app, lambda _: link.close())
 
 
 def create_app(settings: TaggerSettings | None = None, engines: TaggerEngines | None = None) -> FastAPI:
@@ -245,7 +240,7 @@ def create_app(settings: TaggerSettings | None = None, engines: TaggerEngines | 
 
     if link is not None:
         _watch_upstream(app, link)
-    _student_lifespan(app)
+    _on_stop(app, _stop_student)
 
     @app.get("/v1/info", response_model=TaggerInfo, dependencies=V1)
     def info(request: Request) -> TaggerInfo:

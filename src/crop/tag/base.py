@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
+from crop.labels import bio_to_spans
 from crop.text import char_to_token_span, tokenize
 from crop.types import Span
 
@@ -50,3 +51,16 @@ def finish_span(text: str, start: int, end: int, label: str, score: float, lang:
         end = offsets[tok[1] - 1][1]
     return Span(start=start, end=end, label=label, text=text[start:end], token_start=tok[0], token_end=tok[1],
                 score=score)
+
+
+def tagged_spans(text: str, offsets: Sequence[tuple[int, int]], tags: Sequence[str], scores: Sequence[float],
+                 lang: str) -> list[Span]:
+    """The spans of a sentence's BIO tags over its tokens (`offsets` into `text`), each scored by the mean of its
+    tokens' scores, in CoNLL conventions (`finish_span`), without overlaps."""
+    spans: list[Span] = []
+    for start, end, label in bio_to_spans(tags):
+        score = sum(scores[start:end]) / (end - start)
+        span = finish_span(text, offsets[start][0], offsets[end - 1][1], label, score, lang, offsets)
+        if span is not None and (not spans or span.token_start >= spans[-1].token_end):
+            spans.append(span)
+    return spans

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from crop.labels import LabelScheme, bio_to_spans, valid_bio
-from crop.tag.base import finish_span
+from crop.tag.base import tagged_spans
 from crop.tag.transformers import AnyLanguage
 from crop.text import tokenize
 from crop.train.registry import ANNOUNCE_CHANNEL, ModelRegistry, RegistryError
@@ -174,16 +174,8 @@ class StudentTagger:
     def tag(self, sentences: Sequence[str], lang: str) -> list[list[Span]]:
         words_offsets = [tokenize(text, lang) for text in sentences]
         tagged = self.tag_tokens([w for w, _ in words_offsets], lang)
-        results: list[list[Span]] = []
-        for text, (_, offsets), (tags, scores) in zip(sentences, words_offsets, tagged, strict=True):
-            spans: list[Span] = []
-            for start, end, label in bio_to_spans(tags):
-                score = sum(scores[start:end]) / (end - start)
-                span = finish_span(text, offsets[start][0], offsets[end - 1][1], label, score, lang, offsets)
-                if span is not None and (not spans or span.token_start >= spans[-1].token_end):
-                    spans.append(span)
-            results.append(spans)
-        return results
+        return [tagged_spans(text, offsets, tags, scores, lang)
+                for text, (_, offsets), (tags, scores) in zip(sentences, words_offsets, tagged, strict=True)]
 
 
 # ------------------------------------------------------------------------------------------------ where it is

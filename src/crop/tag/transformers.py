@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from crop.labels import CONLL, LabelScheme, bio_to_spans, valid_bio
-from crop.tag.base import finish_span
+from crop.labels import CONLL, LabelScheme, valid_bio
+from crop.tag.base import tagged_spans
 from crop.text import tokenize
 from crop.torch_device import resolve_device, resolve_dtype
 from crop.types import Span
@@ -171,16 +171,8 @@ class TransformersTagger:
             raise ValueError(f"model {self.model_name!r} tags {', '.join(self._languages)}, not {lang!r}")
         words_offsets = [tokenize(text, lang) for text in sentences]
         word_tags = self.tag_words([w for w, _ in words_offsets])
-        results: list[list[Span]] = []
-        for text, (_, offsets), (tags, scores) in zip(sentences, words_offsets, word_tags, strict=True):
-            spans: list[Span] = []
-            for start, end, label in bio_to_spans(tags):
-                score = sum(scores[start:end]) / (end - start)
-                span = finish_span(text, offsets[start][0], offsets[end - 1][1], label, score, lang, offsets)
-                if span is not None and (not spans or span.token_start >= spans[-1].token_end):
-                    spans.append(span)
-            results.append(spans)
-        return results
+        return [tagged_spans(text, offsets, tags, scores, lang)
+                for text, (_, offsets), (tags, scores) in zip(sentences, words_offsets, word_tags, strict=True)]
 
     def tag_words(self, sentences: Sequence[Sequence[str]]) -> list[tuple[list[str], list[float]]]:
         """Scheme BIO tags of pre-split words, and each word's probability of its model label (that of its first
@@ -213,17 +205,7 @@ class TransformersTagger:
         return results
 
     def _subtoken_counts(self, sentences: Sequence[Sequence[str]]) -> list[list[int]]:
-        counts: list[list[int]] = [[0] * len(words) for words in sentences]
-        nonempty = [i for i, words in enumerate(sentences) if words]
-        if not nonempty:
-            return counts
-        enc = self.tokenizer([list(sentences[i]) for i in nonempty], is_split_into_words=True,
-                             add_special_tokens=False, verbose=False)
-        for b, i in enumerate(nonempty):
-            for w in enc.word_ids(b):
-                if w is not None:
-                    counts[i][w] += 1
-        return counts
+        return subtoken_counts(self.tokenizer, sentences)
 
     def _predict(self, windows: Sequence[Sequence[str]]) -> list[tuple[list[int], list[float]]]:
         """Label id (-1: the word has no sub-token) and its probability, per word of each window."""
@@ -336,3 +318,18 @@ def _load(model: str, dtype: Any) -> tuple[Any, Any]:
         raise ValueError(f"{model!r} has no usable tokenizer: its vocabulary ({len(tokenizer)} pieces) is not "
                          f"the model's ({vocab})")
     return net, tokenizer
+
+
+def subtoken_counts(tokenizer: Any, sentences: Sequence[Sequence[str]]) -> list[list[int]]:
+    """How many sub-tokens (no special tokens) each word of each sentence takes with a fast tokenizer."""
+    counts: list[list[int]] = [[0] * len(words) for words in sentences]
+    nonempty = [i for i, words in enumerate(sentences) if words]
+    if not nonempty:
+        return counts
+    enc = tokenizer([list(sentences[i]) for i in nonempty], is_split_into_words=True, add_special_tokens=False,
+                    verbose=False)
+    for b, i in enumerate(nonempty):
+        for w in enc.word_ids(b):
+            if w is not None:
+                counts[i][w] += 1
+    return counts

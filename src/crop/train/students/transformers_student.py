@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from crop.labels import CONLL, valid_bio
-from crop.tag.transformers import PREFIX_SPACE, best_window, model_window, plan_windows
+from crop.tag.transformers import PREFIX_SPACE, best_window, model_window, plan_windows, subtoken_counts
 from crop.torch_device import resolve_device, resolve_dtype
 from crop.train.students.base import EpochReport, LabeledSentence, StudentConfig, evaluate_student
 
@@ -275,16 +275,7 @@ class TransformersStudent:
     # --- tokenization -----------------------------------------------------------------------------------------
 
     def _subtoken_counts(self, sentences: Sequence[Sequence[str]]) -> list[list[int]]:
-        counts = [[0] * len(words) for words in sentences]
-        nonempty = [i for i, words in enumerate(sentences) if words]
-        if nonempty:
-            enc = self.tokenizer([list(sentences[i]) for i in nonempty], is_split_into_words=True,
-                                 add_special_tokens=False, verbose=False)
-            for b, i in enumerate(nonempty):
-                for w in enc.word_ids(b):
-                    if w is not None:
-                        counts[i][w] += 1
-        return counts
+        return subtoken_counts(self.tokenizer, sentences)
 
     def _encode(self, windows: Sequence[Sequence[str]]) -> list[tuple[list[int], list[int | None]]]:
         """Sub-token ids (with the special tokens) and the word of each, per window; truncation only guards
