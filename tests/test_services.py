@@ -187,6 +187,22 @@ def test_request_id_is_echoed(translator_url: str):
     assert r.headers["x-request-id"] == "abc-123"
 
 
+def test_every_answer_says_its_time_in_the_service(translator_url: str):
+    """Server-Timing (the service's own time, without the network) on answers of every kind, refusals by the
+    body limit included, and the time of a translation counted in it."""
+    def app_ms(r: httpx.Response) -> float:
+        name, _, dur = r.headers["server-timing"].partition(";")
+        assert name == "app" and dur.startswith("dur=")
+        return float(dur.removeprefix("dur="))
+
+    ok = httpx.post(translator_url + "/v1/translate", json={"texts": ["El perro come ."], "src": "es", "tgt": "en"})
+    assert ok.status_code == 200 and app_ms(ok) > 0
+    too_big = httpx.post(translator_url + "/v1/translate", content=b"x" * (1 << 20),
+                         headers={"content-type": "application/json"})
+    assert too_big.status_code == 413 and too_big.headers["x-request-id"] and app_ms(too_big) >= 0
+    assert app_ms(httpx.get(translator_url + "/health/live")) >= 0
+
+
 # -- tagger ---------------------------------------------------------------------------------------------------------
 
 

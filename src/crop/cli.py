@@ -559,7 +559,8 @@ def serve(
         raise typer.Exit(2) from None
     uvicorn.run(f"crop.api.{service}:create_app", factory=True, host=host or settings.host,
                 port=port or settings.port, workers=workers, log_config=None, access_log=False,
-                timeout_keep_alive=settings.keep_alive_timeout,
+                # h11: the parser whose head-size limit the services set (httptools has none); uvloop when installed
+                http="h11", timeout_keep_alive=settings.keep_alive_timeout,
                 h11_max_incomplete_event_size=settings.max_header_bytes, limit_concurrency=settings.max_connections)
 
 

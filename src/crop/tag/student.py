@@ -141,7 +141,9 @@ class StudentTagger:
 
         out: list[tuple[list[str], list[float]]] = []
         docs = [Doc(self.nlp.vocab, words=list(words)) for words in sentences]
-        for doc in self.nlp.pipe(docs, batch_size=self.batch_size):
+        # one sentence (a request of the tagger service) skips pipe()'s batching machinery
+        tagged = [self.nlp(docs[0])] if len(docs) == 1 else self.nlp.pipe(docs, batch_size=self.batch_size)
+        for doc in tagged:
             tags = ["O"] * len(doc)
             for ent in doc.ents:
                 tags[ent.start] = f"B-{ent.label_}"
