@@ -23,16 +23,17 @@ def shared_data() -> Path:
     return Path(env) if env else Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
-def english_tagger(retrain: bool = False, epochs: int = 10) -> tuple[Path, dict | None]:
+def english_tagger(retrain: bool = False, epochs: int = 10, seed: int = 0) -> tuple[Path, dict | None]:
     """The English tagger fitted to en/train.jsonl (the paper's setting: the source tagger is trained on the source
-    labels), cached in benchmarks/results/models/en-conll: its folder (a `--tagger spacy:FOLDER` spec), and the fit's
-    numbers when it was fitted now (None when it came from the cache)."""
+    labels), cached in benchmarks/results/models/en-conll (en-conll-s<seed> for another seed, as `crop tagger train
+    --seed` fits it): its folder (a `--tagger spacy:FOLDER` spec), and the fit's numbers when it was fitted now
+    (None when it came from the cache)."""
     from crop.tag.spacy_train import train_spacy_ner
 
-    model = Path(__file__).resolve().parent / "results" / "models" / "en-conll"
+    model = Path(__file__).resolve().parent / "results" / "models" / ("en-conll" + (f"-s{seed}" if seed else ""))
     if not retrain and (model / "meta.json").exists():
         return model, None
-    fit = train_spacy_ner(shared_data() / "en" / "train.jsonl", model, epochs=epochs)
+    fit = train_spacy_ner(shared_data() / "en" / "train.jsonl", model, epochs=epochs, seed=seed)
     return model, {"best_epoch": fit.best_epoch, "held_out_f1": fit.best_dev_f1,
                    "train_sentences": fit.train_sentences}
 

@@ -1,13 +1,14 @@
 """Entity types end to end (issue 15): F1 on each dev set for the stock English tagger, the tagger fitted to
-en/train.jsonl, the fitted tagger with round-trip augmentation (`crop tagger train --roundtrip es,ca,gl`), and
-the two together (the fitted tagger's spans typed by the round-trip tagger, crop.tag.ensemble), each with and
+en/train.jsonl, the fitted tagger with round-trip augmentation (`crop tagger train --roundtrip es,ca,gl`), the
+two together (the fitted tagger's spans typed by the round-trip tagger, crop.tag.ensemble), and both fitted with
+three seeds voting entity by entity (the spec `A+B+...`, crop.tag.ensemble.VotingEnsemble), each with and
 without type voting (`crop project --type-vote`) over the projection of the shared raw text plus the dev
 sentences; the error breakdown of the best setting; the training time of each tagger.
 
 The dev sentences go to the pipeline without their English side (`en_tokens`/`en_tags`), so the English is
 machine-translated and tagged, as for raw text. Run from quality.py (`--types`) or alone:
 
-    python benchmarks/entity_types.py [--langs es,ca,gl] [--retrain] [--taggers stock,fitted,roundtrip,ensemble]
+    python benchmarks/entity_types.py [--langs es,ca,gl] [--retrain] [--taggers stock,fitted,roundtrip,ensemble,vote]
 """
 
 from __future__ import annotations
@@ -27,27 +28,30 @@ from crop.train.evaluate import breakdown, evaluate
 from crop.translate.apertium import ApertiumTranslator
 
 MODELS = Path(__file__).resolve().parent / "results" / "models"
-TAGGERS = ("stock", "fitted", "roundtrip", "ensemble")  # ensemble: fitted's spans, round-trip's types
+TAGGERS = ("stock", "fitted", "roundtrip", "ensemble", "vote")  # ensemble: fitted's spans, round-trip's types
+VOTE_SEEDS = (0, 1, 2)  # vote: the fitted and the round-trip tagger, each fitted with these seeds
 
 
 def roundtrip_tagger(translator, retrain: bool = False, epochs: int = 10,
-                     langs: tuple[str, ...] = LANGS) -> tuple[Path, dict]:
+                     langs: tuple[str, ...] = LANGS, seed: int = 0) -> tuple[Path, dict]:
     """The fitted tagger trained on en/train.jsonl plus its round trips through `langs` (cached in
-    results/models/en-conll-rt with the fit's numbers in train_report.json)."""
+    results/models/en-conll-rt, en-conll-rt-s<seed> for another seed, with the fit's numbers in
+    train_report.json), as `crop tagger train --roundtrip --seed` fits it (the seed picks the held-out part too)."""
     import tempfile
 
     from crop.tag.spacy_train import train_spacy_ner
     from crop.train.roundtrip import augmented_training_data
 
-    model = MODELS / "en-conll-rt"
+    model = MODELS / ("en-conll-rt" + (f"-s{seed}" if seed else ""))
     report = model / "train_report.json"
     if not retrain and report.exists():
         return model, json.loads(report.read_text()) | {"cached": True}
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as work:
-        data = augmented_training_data(shared_data() / "en" / "train.jsonl", translator, langs, Path(work))
+        data = augmented_training_data(shared_data() / "en" / "train.jsonl", translator, langs, Path(work),
+                                       seed=seed)
         t1 = time.perf_counter()
-        fit = train_spacy_ner(data.train_file, model, epochs=epochs, dev_path=data.dev_file)
+        fit = train_spacy_ner(data.train_file, model, epochs=epochs, dev_path=data.dev_file, seed=seed)
     out = {"best_epoch": fit.best_epoch, "held_out_f1": fit.best_dev_f1, "train_sentences": fit.train_sentences,
            "augmented_sentences": data.augmented_sentences,
            "roundtrip": [s.model_dump() for s in data.roundtrip],
@@ -56,10 +60,10 @@ def roundtrip_tagger(translator, retrain: bool = False, epochs: int = 10,
     return model, out
 
 
-def fitted_tagger(retrain: bool) -> tuple[Path, dict]:
+def fitted_tagger(retrain: bool, seed: int = 0) -> tuple[Path, dict]:
     t0 = time.perf_counter()
-    model, fit = english_tagger(retrain=retrain)
-    timing = model.parent / "en-conll.timing.json"
+    model, fit = english_tagger(retrain=retrain, seed=seed)
+    timing = model.parent / f"{model.name}.timing.json"
     if fit is not None:  # fitted now: keep its time for later runs that take it from the cache
         fit = fit | {"training_seconds": round(time.perf_counter() - t0, 1)}
         timing.write_text(json.dumps(fit) + "\n")
@@ -116,6 +120,21 @@ def run(langs: list[str], taggers: list[str], retrain: bool = False, config: Typ
             model, fit = roundtrip_tagger(translator, retrain)
             spec[name] = SpacyTagger(str(model))
             report["taggers"][name] = {"spec": f"spacy:{model}", **fit}
+        elif name == "vote":  # both taggers fitted with each seed, voting entity by entity (crop.tag.ensemble)
+            from crop.tag.ensemble import VotingEnsemble
+
+            # (seed 0 is the "fitted" and "roundtrip" settings' tagger: fitted again by them when they run too)
+            fits = [fitted_tagger(retrain and (seed > 0 or "fitted" not in taggers), seed) for seed in VOTE_SEEDS]
+            rts = [roundtrip_tagger(translator, retrain and (seed > 0 or "roundtrip" not in taggers), seed=seed)
+                   for seed in VOTE_SEEDS]
+            folders = [m for m, _ in fits] + [m for m, _ in rts]
+            spec[name] = VotingEnsemble([SpacyTagger(str(m)) for m in folders])
+            report["taggers"][name] = {
+                "spec": "+".join(f"spacy:{m}" for m in folders),
+                "training_seconds": round(sum(float(f.get("training_seconds") or 0) for _, f in fits)
+                                          + sum(float(f.get("training_seconds") or 0)
+                                                + float(f.get("roundtrip_seconds") or 0) for _, f in rts), 1),
+                "members_held_out_f1": [f.get("held_out_f1") or f.get("best_dev_f1") for _, f in fits + rts]}
         else:  # the two above together (crop.tag.ensemble): no training of its own
             from crop.tag.ensemble import SpanTypeEnsemble
 
