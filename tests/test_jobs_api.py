@@ -371,6 +371,36 @@ def test_results_equal_crop_project_on_the_same_input(worker_jobs: JobSettings, 
     assert "crop_job_sentences_processed_total 7.0" in metrics
 
 
+def test_a_type_vote_job_equals_crop_project_type_vote(worker_jobs: JobSettings, tmp_path: Path) -> None:
+    """A job with type_vote over several batches: its results are those of `crop project --type-vote` on the same
+    input (the vote counts every batch's entities, then re-types each batch), the vote is the job's last step and
+    its summary is in the job's record; until it is done, the results are the projected prefix."""
+    names = ["Marbella", "Valencia", "Google", "Sevilla"]
+    lines = [f"{a} y {b} aparecen en la noticia de {c} sobre {d}." for a, b, c, d in
+             (names, names[1:] + names[:1], names[2:] + names[:2], names[3:] + names[:3])] * 2 + SPANISH
+    data = ("\n".join(lines) + "\n").encode()
+    (tmp_path / "es.txt").write_bytes(data)
+    ref_jsonl, ref_conll = crop_project(tmp_path, "es.txt", "--src-lang", "es", "--type-vote",
+                                        "--type-vote-min-count", "1")
+    with projector(worker_jobs) as url:
+        resp = upload(url, data, src_lang="es", name="es.txt", type_vote="true", type_vote_min_count=1)
+        assert resp.status_code == 201, resp.text
+        assert resp.json()["type_vote"] == {"state": "waiting", "surface_forms": None, "retyped": None,
+                                            "retyped_lines": None}
+        info = wait_done(url, resp.json()["id"])
+        assert info["state"] == "succeeded", info
+        assert info["batches_done"] == info["batches"] > 1 and info["done"] == info["total"] == len(lines) - 1
+        vote = info["type_vote"]
+        assert vote["state"] == "done" and vote["surface_forms"] > 0 and vote["retyped"] >= 0
+        jsonl = httpx.get(f"{url}/v1/jobs/{info['id']}/results")
+        conll = httpx.get(f"{url}/v1/jobs/{info['id']}/results", params={"format": "conll"})
+    assert jsonl.headers["x-crop-type-vote"] == "done" and jsonl.headers["x-crop-partial"] == "false"
+    assert jsonl.content == ref_jsonl
+    assert conll.content == ref_conll
+    retyped = sum(json.loads(line).get("retyped", 0) for line in jsonl.content.splitlines())
+    assert retyped == vote["retyped"]
+
+
 def test_a_mixed_language_jsonl_job_equals_crop_project(worker_jobs: JobSettings, tmp_path: Path) -> None:
     records = [{"id": "a", "text": "Barack Obama visitó Madrid.", "lang": "es"},
                {"id": "b", "text": "La Maria viu a Barcelona.", "lang": "ca"},

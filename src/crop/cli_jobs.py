@@ -111,6 +111,13 @@ def submit(
     = None,
     langid: Annotated[bool | None, typer.Option("--langid/--no-langid", help="drop projections that are not in "
                                                 "the sentence's language")] = None,
+    type_vote: Annotated[bool | None, typer.Option("--type-vote", help="once every batch is projected, re-type "
+                                                   "each entity whose surface form a clear majority of its other "
+                                                   "mentions in the job typed otherwise")] = None,
+    type_vote_min_count: Annotated[int | None, typer.Option(min=1, help="--type-vote: at least this many other "
+                                                            "mentions")] = None,
+    type_vote_margin: Annotated[float | None, typer.Option(min=0.0, max=1.0, help="--type-vote: the winning "
+                                                           "type's share of them")] = None,
     wait: Annotated[bool, typer.Option("--wait", help="show progress until the job ends; exit 1 unless it "
                                        "succeeded")] = False,
     poll: Annotated[float, typer.Option(min=0.05, help="seconds between progress checks with --wait")] = 1.0,
@@ -122,7 +129,8 @@ def submit(
         fail(f"input file {input} does not exist" if not input.exists() else f"input {input} is not a file")
     options = {"src_lang": src_lang, "name": name or input.name, "engine": engine,
                "methods": methods, "policy": policy, "max_tokens": max_tokens, "keep_all_o": keep_all_o,
-               "langid": langid}
+               "langid": langid, "type_vote": type_vote, "type_vote_min_count": type_vote_min_count,
+               "type_vote_margin": type_vote_margin}
     params = {k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in options.items() if v is not None}
     body, headers = _upload(input)
     with _server(server, api_key) as http:
@@ -168,6 +176,10 @@ def _summary(info: dict[str, Any]) -> None:
               f"{info['batches_done']}/{info['batches']} batches{rate}{eta}", markup=False, soft_wrap=True)
     if info.get("counts"):
         err.print(f"  status {info['counts']}; reasons {info.get('reasons') or {}}", markup=False, soft_wrap=True)
+    if vote := info.get("type_vote"):
+        done = (f": {vote['retyped']} entities re-typed in {vote['retyped_lines']} lines "
+                f"({vote['surface_forms']} surface forms)" if vote["state"] == "done" else "")
+        err.print(f"  type vote {vote['state']}{done}", markup=False, soft_wrap=True)
     for error in info.get("errors") or []:
         err.print(f"  error: {error}", markup=False, soft_wrap=True)
 

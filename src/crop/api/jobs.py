@@ -42,6 +42,7 @@ from crop.jobs.options import ProjectionOptions
 from crop.jobs.settings import JobSettings, env_name
 from crop.jobs.state import JobInfo, JobState, JobStore, job_key, new_job_id
 from crop.jobs.tasks import batch_key, input_key
+from crop.jobs.vote import voted_key
 from crop.langcodes import normalize_lang
 from crop.storage import Storage, TooLarge, storage_from_url
 
@@ -204,9 +205,10 @@ class Jobs:
             k += 1
         return k
 
-    def result_lines(self, job_id: str, batches: int) -> Iterator[bytes]:
+    def result_lines(self, job_id: str, batches: int, voted: bool = False) -> Iterator[bytes]:
+        """The output of the first `batches` batches, in order; `voted`: as the job's type vote re-typed them."""
         for index in range(batches):
-            with self.storage.open_read(batch_key(job_id, index)) as f:
+            with self.storage.open_read(voted_key(job_id, index) if voted else batch_key(job_id, index)) as f:
                 yield from f
 
     # -- metrics -------------------------------------------------------------------------------------------------
@@ -460,7 +462,8 @@ def cancel_job(job_id: str, request: Request) -> Any:
 @router.get("/{job_id}/results", response_class=StreamingResponse,
             responses={200: {"description": "one line per input line (jsonl, as `crop project --output`) or the "
                                             "kept sentences as CoNLL; X-Crop-Partial: true while the job is not "
-                                            "complete (the finished prefix, in input order)",
+                                            "complete (the finished prefix, in input order); with the option "
+                                            "type_vote, X-Crop-Type-Vote: done once the lines are re-typed",
                              "content": {"application/x-ndjson": {}, "text/plain": {}}}, **ERRORS})
 def job_results(job_id: str, request: Request,
                 format: Literal["jsonl", "conll"] = Query("jsonl", description="jsonl or conll")) -> StreamingResponse:
@@ -470,7 +473,10 @@ def job_results(job_id: str, request: Request,
     partial = ready < info.batches or str(info.state) != "succeeded"
     headers = {"X-Crop-Partial": "true" if partial else "false", "X-Crop-Batches": f"{ready}/{info.batches}",
                "X-Crop-Job-State": str(info.state)}
-    lines = jobs.result_lines(job_id, ready)
+    # a type-vote job's lines are re-typed once its vote is done; before, the finished prefix as projected
+    voted = info.type_vote is not None and info.type_vote.state == "done"
+    headers["X-Crop-Type-Vote"] = info.type_vote.state if info.type_vote is not None else "off"
+    lines = jobs.result_lines(job_id, ready, voted)
     if format == "conll":
         body: Iterator[bytes] = _chunks(s.encode() for s in result_lines_to_conll(lines))
         return StreamingResponse(body, media_type="text/plain; charset=utf-8", headers=headers)

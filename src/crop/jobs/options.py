@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from crop.api.settings import method_names
 from crop.project import ALL_METHODS, Projector, ProjectorConfig
+from crop.project.type_vote import TypeVoteConfig
 from crop.text import MAX_TOKEN_CHARS
 
 if TYPE_CHECKING:
@@ -27,6 +28,11 @@ class ProjectionOptions(BaseModel):
     keep_all_o: bool = False
     langid: bool = True
     align: bool = True
+    # types consistent across the job (crop.project.type_vote): once every batch is projected, a last step
+    # re-types each entity whose surface form a clear majority of its other mentions in the job typed otherwise
+    type_vote: bool = False
+    type_vote_min_count: int = Field(default=2, ge=1, description="at least this many other mentions of the form")
+    type_vote_margin: float = Field(default=0.6, gt=0.0, le=1.0, description="the winning type's share of them")
 
     @field_validator("methods")
     @classmethod
@@ -39,6 +45,10 @@ class ProjectionOptions(BaseModel):
                     else f"{value!r} names no matching method")
             raise ValueError(f"{what}; known: {', '.join(ALL_METHODS)} (or 'all')") from None
         return value
+
+
+def type_vote_config(opts: ProjectionOptions) -> TypeVoteConfig:
+    return TypeVoteConfig(min_count=opts.type_vote_min_count, margin=opts.type_vote_margin)
 
 
 def build_projector(opts: ProjectionOptions) -> Projector:

@@ -29,7 +29,7 @@ import time
 import uuid
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import redis
 from pydantic import BaseModel
@@ -57,6 +57,16 @@ class JobState(StrEnum):
 ACTIVE = (JobState.queued, JobState.running)
 
 
+class TypeVoteStatus(BaseModel):
+    """The vote step of a job with `type_vote` (crop.project.type_vote over the whole job): "waiting" for the
+    batches, "running", or "done" with what it re-typed."""
+
+    state: Literal["waiting", "running", "done"]
+    surface_forms: int | None = None
+    retyped: int | None = None
+    retyped_lines: int | None = None
+
+
 class JobInfo(BaseModel):
     id: str
     owner: str
@@ -71,6 +81,7 @@ class JobInfo(BaseModel):
     batches: int
     batches_done: int
     requeued: int = 0  # batches queued again by the sweeper (their message was lost)
+    type_vote: TypeVoteStatus | None = None  # jobs with the option type_vote only
     counts: dict[str, int]
     reasons: dict[str, int]
     seconds: dict[str, float]
@@ -93,7 +104,8 @@ def job_key(job_id: str) -> str:
 def _keys(job_id: str) -> dict[str, str]:
     k = job_key(job_id)
     return {"job": k, "ranges": f"{k}:ranges", "counts": f"{k}:counts", "done": f"{k}:done",
-            "released": f"{k}:released", "queued": f"{k}:queued", "errors": f"{k}:errors", "missing": f"{k}:missing"}
+            "released": f"{k}:released", "queued": f"{k}:queued", "errors": f"{k}:errors", "missing": f"{k}:missing",
+            "announced": f"{k}:announced"}
 
 
 # queued -> running, when a worker starts a batch; returns {state, whether batch ARGV[2] is done already}
@@ -134,8 +146,9 @@ return out
 """
 
 # A finished batch, exactly once (HSETNX on the done hash): sums its counts, announces it on the stream,
-# releases the job's next batch or ends the job. KEYS: job, counts, done, released, errors, active set, stream,
-# queued.
+# releases the job's next batch or ends the job. A job with `type_vote` has one step more, index `batches`: it is
+# released once every batch is done, and it announces the batches (re-typed) itself.
+# KEYS: job, counts, done, released, errors, active set, stream, queued.
 # ARGV: index, batch JSON, sentences, now, stream maxlen, #increments, increments (field, value)..., stream fields.
 # Returns {recorded (1) or not (0), index of the batch to queue (-1: none), state}. A batch done already
 # returns the batch its first completion released when that one is neither done nor known to be queued (its
@@ -155,6 +168,7 @@ if redis.call('HSETNX', done, idx, ARGV[2]) == 0 then
   end
   return {0, -1, state}
 end
+local vote = redis.call('HGET', job, 'type_vote') == '1'
 local pos = 7
 for i = 1, tonumber(ARGV[6]) do
   local field, value = ARGV[pos], ARGV[pos + 1]
@@ -169,10 +183,12 @@ local sentences = redis.call('HINCRBY', job, 'done', ARGV[3])
 local batches_done = redis.call('HINCRBY', job, 'batches_done', 1)
 local fields = {}
 for i = pos, #ARGV do fields[#fields + 1] = ARGV[i] end
-redis.call('XADD', stream, 'MAXLEN', '~', ARGV[5], '*', unpack(fields))
+if not vote then redis.call('XADD', stream, 'MAXLEN', '~', ARGV[5], '*', unpack(fields)) end
 if state ~= 'queued' and state ~= 'running' then return {1, -1, state} end
 local batches = tonumber(redis.call('HGET', job, 'batches'))
-if batches_done >= batches then
+local steps = batches
+if vote then steps = batches + 1 end
+if batches_done >= steps then
   local failed = tonumber(redis.call('HGET', counts, 'status:failed') or '0')
   state = 'succeeded'
   if sentences > 0 and failed >= sentences then
@@ -184,12 +200,28 @@ if batches_done >= batches then
   redis.call('SREM', active, redis.call('HGET', job, 'id'))
   return {1, -1, state}
 end
+if vote and batches_done == batches then
+  redis.call('HSET', released, idx, batches)
+  return {1, batches, state}
+end
 local n = redis.call('HINCRBY', job, 'next', 1)
 if n <= batches then
   redis.call('HSET', released, idx, n - 1)
   return {1, n - 1, state}
 end
 return {1, -1, state}
+"""
+
+
+# A batch of a type-vote job announced by its vote step, once (HSETNX on the announced hash): a vote step
+# delivered again announces only what its first delivery did not. KEYS: announced, stream. ARGV: index, maxlen,
+# stream fields. Returns 1 when announced now.
+_ANNOUNCE = """
+if redis.call('HSETNX', KEYS[1], ARGV[1], 1) == 0 then return 0 end
+local fields = {}
+for i = 3, #ARGV do fields[#fields + 1] = ARGV[i] end
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*', unpack(fields))
+return 1
 """
 
 
@@ -212,6 +244,7 @@ class JobStore:
         self._finish = self.redis.register_script(_FINISH)
         self._release_first = self.redis.register_script(_RELEASE_FIRST)
         self._complete = self.redis.register_script(_COMPLETE)
+        self._announce = self.redis.register_script(_ANNOUNCE)
 
     def close(self) -> None:
         self.redis.close()
@@ -233,6 +266,8 @@ class JobStore:
                   "src_lang": src_lang or "", "format": fmt, "engine": engine, "options": json.dumps(options),
                   "total": total, "done": 0, "batches": len(batches), "batches_done": 0, "in_flight": in_flight,
                   "created": repr(now), "input_url": input_url or ""}
+        if options.get("type_vote"):
+            fields["type_vote"] = 1  # one step more after the batches: the vote (see _COMPLETE)
         pipe = self.redis.pipeline(transaction=True)
         pipe.hset(k["job"], mapping=fields)
         for b in batches:
@@ -339,6 +374,20 @@ class JobStore:
         return BatchOutcome(recorded=bool(recorded), release=None if int(release) < 0 else int(release),
                             state=str(state))
 
+    def announce(self, job_id: str, index: int, langs: list[str], path: str, counts: dict[str, int], sentences: int,
+                 stream_maxlen: int) -> bool:
+        """Announce batch `index` of a type-vote job on the stream, once (its vote step does, with the re-typed
+        output at `path`); True when this call announced it."""
+        entry = {"job": job_id, "batch": index, "langs": ",".join(langs), "path": path,
+                 "counts": json.dumps(counts, sort_keys=True), "sentences": sentences}
+        k = _keys(job_id)
+        return bool(self._announce(keys=[k["announced"], STREAM],
+                                   args=[index, stream_maxlen, *[x for kv in entry.items() for x in kv]]))
+
+    def set_type_vote(self, job_id: str, summary: dict[str, Any]) -> None:
+        """What the vote step of a job did (surface forms, entities and lines re-typed)."""
+        self.redis.hset(job_key(job_id), "type_vote_summary", json.dumps(summary, sort_keys=True))
+
     def release_after_redelivery(self, job_id: str, index: int) -> int | None:
         """For batch `index`, done already and delivered again: the batch its completion released, when that one
         is neither done nor known to be queued (its worker may have died before queueing it)."""
@@ -406,6 +455,7 @@ def _info(fields: dict[str, str], counts: dict[str, str], errors: list[str], now
         if kind in by:
             by[kind][name] = round(float(value), 3) if kind == "seconds" else int(value)
     total, done = int(fields["total"]), int(fields.get("done", 0))
+    batches, steps_done = int(fields["batches"]), int(fields.get("batches_done", 0))
     state = JobState(fields["state"])
     started = float(fields["started"]) if fields.get("started") else None
     end = float(fields["finished"]) if fields.get("finished") else now
@@ -414,10 +464,18 @@ def _info(fields: dict[str, str], counts: dict[str, str], errors: list[str], now
     return JobInfo(id=fields["id"], owner=fields["owner"], state=state, name=fields.get("name", ""),
                    src_lang=fields.get("src_lang") or None, format=fields["format"], engine=fields["engine"],
                    options=json.loads(fields.get("options") or "{}"), total=total, done=done,
-                   batches=int(fields["batches"]), batches_done=int(fields.get("batches_done", 0)),
+                   batches=batches, batches_done=min(steps_done, batches), type_vote=_type_vote(fields, steps_done),
                    requeued=int(fields.get("requeued", 0)),
                    counts=by["status"], reasons=by["reason"], seconds=by["seconds"],
                    rate=round(rate, 3) if rate is not None else None,
                    eta_seconds=round(eta, 1) if eta is not None else None,
                    created=_when(fields["created"]), started=_when(fields.get("started")),  # type: ignore[arg-type]
                    finished=_when(fields.get("finished")), errors=errors)
+
+
+def _type_vote(fields: dict[str, str], steps_done: int) -> TypeVoteStatus | None:
+    if fields.get("type_vote") != "1":
+        return None
+    if fields.get("type_vote_summary"):
+        return TypeVoteStatus(state="done", **json.loads(fields["type_vote_summary"]))
+    return TypeVoteStatus(state="running" if steps_done >= int(fields["batches"]) else "waiting")

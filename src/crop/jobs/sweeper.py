@@ -142,8 +142,11 @@ def _sweep_job(store: JobStore, settings: JobSettings, job_id: str, present: set
             report.started.append(job_id)
             log.warning("job started by the sweeper", extra={"job": job_id})
         return
-    released = min(int(fields["next"]), int(fields["batches"]))
+    batches = int(fields["batches"])
+    released = min(int(fields["next"]), batches)
     done = set(store.done_batches(job_id))
+    if fields.get("type_vote") == "1" and all(i in done for i in range(batches)):
+        released = batches + 1  # the vote step (crop.jobs.vote), released once every batch is done
     missing = {i for i in range(released) if i not in done and (job_id, i) not in present}
     report.missing += len(missing)
     overdue = store.note_missing(job_id, missing, now, settings.job_requeue_after)

@@ -4,7 +4,8 @@
 the same lines, runs `CropPipeline` over it (engines loaded once per worker process), writes
 `jobs/<id>/batches/<index:06d>.jsonl` atomically (a redelivered batch rewrites the same file with the same
 lines), records it once (`JobStore.complete_batch`: counts, the `crop:projected` stream entry, the next batch
-to queue) and queues that next batch.
+to queue) and queues that next batch. A job with the option `type_vote` ends with one step more, the vote
+over all its batches (`crop.jobs.vote`), run by this task as the job's step `batches`.
 
 Failures: an engine that is down (`EngineUnavailable`: a service that answers 5xx or nothing after its own
 retries) retries the batch with backoff, `task_retries` times; then every sentence of the batch is written as
@@ -157,6 +158,13 @@ def run_batch(store: JobStore, settings: JobSettings, job_id: str, index: int, g
         _queue_next(store, job_id, store.release_after_redelivery(job_id, index))
         return
     fields = store.job_fields(job_id)
+    if fields.get("type_vote") == "1" and index == int(fields["batches"]):  # the job's last step (crop.jobs.vote)
+        from crop.jobs.vote import run_vote
+
+        run_vote(store, storage_for(settings), job_id, fields, batch_key, settings.stream_maxlen)
+        outcome = store.complete_batch(job_id, index, {"sentences": 0}, [], "", settings.stream_maxlen)
+        log.info("job voted", extra={"job": job_id, "state": outcome.state})
+        return
     rng = store.batch_range(job_id, index)
     if rng is None:
         raise ConfigError(f"job {job_id} has no batch {index}")
