@@ -12,7 +12,8 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from servers import free_port
 
 from crop.jobs.dispatch import start_job
 from crop.jobs.lines import plan_batches, sniff_key
+from crop.jobs.settings import JobSettings
 from crop.jobs.state import JobInfo, JobState, JobStore, new_job_id
 from crop.jobs.tasks import batch_key, input_key
 from crop.storage import Storage
@@ -160,3 +162,18 @@ def results(storage: Storage, store: JobStore, job_id: str) -> list[str]:
     for index in store.done_batches(job_id):
         lines += storage.read_bytes(batch_key(job_id, index)).decode("utf-8").splitlines()
     return lines
+
+
+@contextmanager
+def own_redis(folder: Path, **settings: Any) -> Iterator[tuple[JobStore, Storage, JobSettings]]:
+    """A Redis server of the caller's own (in `folder`), its job store, a storage and job settings over both
+    (sweeps every 60 s, a batch re-queued after 30 s missing, unless `settings` say otherwise)."""
+    server = RedisServer(folder / "redis").start()
+    store = JobStore(server.url)
+    job_settings = JobSettings(redis_url=server.url, storage_root=str(folder / "storage"),
+                               **{"job_sweep_interval": 60, "job_requeue_after": 30, **settings})
+    try:
+        yield store, Storage(job_settings.storage_root), job_settings
+    finally:
+        store.close()
+        server.stop()

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from jobs_harness import RedisServer, submit
+from jobs_harness import own_redis, submit
 
 from crop.jobs.dispatch import QUEUE, queue_batch
 from crop.jobs.settings import JobSettings
@@ -27,13 +27,8 @@ INPUT = "".join(f"Frase número {i} de Ana García en Madrid.\n" for i in range(
 
 @pytest.fixture
 def env(tmp_path: Path) -> Iterator[tuple[JobStore, Storage, JobSettings]]:
-    server = RedisServer(tmp_path / "redis").start()
-    store = JobStore(server.url)
-    settings = JobSettings(redis_url=server.url, storage_root=str(tmp_path / "storage"), job_sweep_interval=60,
-                           job_requeue_after=30)
-    yield store, Storage(settings.storage_root), settings
-    store.close()
-    server.stop()
+    with own_redis(tmp_path) as env:
+        yield env
 
 
 def queued(store: JobStore) -> list[tuple[str, int]]:

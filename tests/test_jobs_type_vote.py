@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from jobs_harness import RedisServer, submit
+from jobs_harness import own_redis, submit
 
 from crop.jobs.settings import JobSettings
 from crop.jobs.state import STREAM, JobState, JobStore
@@ -25,13 +25,8 @@ INPUT = "".join(f"Frase {i} .\n" for i in range(6)).encode()  # 3 batches of 2 l
 
 @pytest.fixture
 def env(tmp_path: Path) -> Iterator[tuple[JobStore, Storage, JobSettings]]:
-    server = RedisServer(tmp_path / "redis").start()
-    store = JobStore(server.url)
-    settings = JobSettings(redis_url=server.url, storage_root=str(tmp_path / "storage"), job_sweep_interval=60,
-                           job_requeue_after=30)
-    yield store, Storage(settings.storage_root), settings
-    store.close()
-    server.stop()
+    with own_redis(tmp_path) as env:
+        yield env
 
 
 def line(job: str, n: int, name: str, label: str) -> dict:
