@@ -99,3 +99,15 @@ def copy_m2m100_ct2(tmp_path_factory: pytest.TempPathFactory, copy_m2m100: Path)
     from crop.translate.convert import convert
 
     return convert(str(copy_m2m100), tmp_path_factory.mktemp("ct2") / "copy-f32", "float32")
+
+
+@pytest.fixture(scope="module")
+def redis_server(tmp_path_factory: pytest.TempPathFactory):  # -> Iterator[jobs_harness.RedisServer]
+    """A Redis server of the test module's own (started from the redis-server binary, in a temporary folder)."""
+    from jobs_harness import RedisServer
+
+    server = RedisServer(tmp_path_factory.mktemp("redis")).start()
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -80,14 +80,17 @@ def _pings(client: redis.Redis) -> bool:
 
 
 class Worker:
-    """`crop worker` in a process group of its own, its log in `log`."""
+    """`crop worker` named `name` (or another `command`: `crop trainer`, the stream consumer) in a process group
+    of its own, its log in `log`."""
 
-    def __init__(self, env: dict[str, str], log: Path, name: str, concurrency: int = 1) -> None:
+    def __init__(self, env: dict[str, str], log: Path, name: str = "w", concurrency: int = 1,
+                 command: list[str] | None = None) -> None:
         self.log = log
         self.out = open(log, "ab")  # noqa: SIM115 - closed by stop/kill
-        self.proc = subprocess.Popen(
-            [CROP, "worker", "--concurrency", str(concurrency), "--loglevel", "info", "--hostname", f"{name}@%h"],
-            env=env, stdout=self.out, stderr=subprocess.STDOUT, start_new_session=True)
+        argv = command or [CROP, "worker", "--concurrency", str(concurrency), "--loglevel", "info", "--hostname",
+                           f"{name}@%h"]
+        self.proc = subprocess.Popen(argv, env=env, stdout=self.out, stderr=subprocess.STDOUT,
+                                     start_new_session=True)
 
     def kill(self) -> None:
         """SIGKILL to the whole worker: its main process and its pool processes, nothing acknowledged."""
@@ -95,19 +98,47 @@ class Worker:
         self.proc.wait(30)
         self.out.close()
 
-    def stop(self) -> None:
+    def stop(self) -> int:
+        """SIGTERM (a warm shutdown: it finishes the batch it holds), SIGKILL after 60 s; its exit status."""
         if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)  # warm shutdown: finishes the batch it holds
+            os.killpg(self.proc.pid, signal.SIGTERM)
             try:
                 self.proc.wait(60)
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait(30)
         self.out.close()
+        return self.proc.returncode
 
     def tail(self, n: int = 40) -> str:
         return "\n".join(self.log.read_text(errors="replace").splitlines()[-n:])
 
+
+
+class Cluster:
+    """A Redis server of its own, a job store and a storage under `tmp`, and the workers started on them; `close`
+    stops them all (the workers first)."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.tmp = tmp
+        self.redis = RedisServer(tmp / "redis").start()
+        self.store = JobStore(self.redis.url)
+        self.storage = Storage(str(tmp / "storage"))
+        self.workers: list[Worker] = []
+
+    def start_worker(self, name: str, extra_env: dict[str, str] | None = None, **settings: Any) -> Worker:
+        """`crop worker` on this Redis and storage, with CROP_<NAME> for each setting, its log in tmp/<name>.log."""
+        env = worker_env(self.redis.url, self.tmp / "storage", **settings) | (extra_env or {})
+        w = Worker(env, self.tmp / f"{name}.log", name)
+        self.workers.append(w)
+        return w
+
+    def close(self) -> None:
+        for w in self.workers:
+            if not w.out.closed:
+                w.stop()
+        self.store.close()
+        self.redis.stop()
 
 def worker_env(redis_url: str, storage_root: Path, **settings: Any) -> dict[str, str]:
     """The environment of a worker: this test's Redis and storage, and CROP_<NAME> for each setting given."""
@@ -166,14 +197,12 @@ def results(storage: Storage, store: JobStore, job_id: str) -> list[str]:
 
 @contextmanager
 def own_redis(folder: Path, **settings: Any) -> Iterator[tuple[JobStore, Storage, JobSettings]]:
-    """A Redis server of the caller's own (in `folder`), its job store, a storage and job settings over both
-    (sweeps every 60 s, a batch re-queued after 30 s missing, unless `settings` say otherwise)."""
-    server = RedisServer(folder / "redis").start()
-    store = JobStore(server.url)
-    job_settings = JobSettings(redis_url=server.url, storage_root=str(folder / "storage"),
+    """A `Cluster` without workers: its job store, its storage and job settings over both (sweeps every 60 s, a
+    batch re-queued after 30 s missing, unless `settings` say otherwise)."""
+    cluster = Cluster(folder)
+    job_settings = JobSettings(redis_url=cluster.redis.url, storage_root=str(folder / "storage"),
                                **{"job_sweep_interval": 60, "job_requeue_after": 30, **settings})
     try:
-        yield store, Storage(job_settings.storage_root), job_settings
+        yield cluster.store, cluster.storage, job_settings
     finally:
-        store.close()
-        server.stop()
+        cluster.close()

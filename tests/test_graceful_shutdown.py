@@ -27,12 +27,11 @@ from typing import Any
 
 import httpx
 import pytest
-from jobs_harness import CROP, RedisServer, Worker, results, submit, wait_finished, wait_for, worker_env
+from jobs_harness import CROP, Cluster, Worker, results, submit, wait_finished, wait_for
 from servers import free_port
 
 from crop.jobs.dispatch import QUEUE
-from crop.jobs.state import JobState, JobStore
-from crop.storage import Storage
+from crop.jobs.state import JobState
 
 pytestmark = pytest.mark.integration
 
@@ -226,23 +225,15 @@ LINES_PER_BATCH = 2
 RECEIVED = re.compile(r"crop\.project_batch\[[^\]]+\] received")
 
 
-class Jobs:
+class Jobs(Cluster):
     def __init__(self, tmp_path: Path, engine: GatedEngine) -> None:
-        self.tmp = tmp_path
+        super().__init__(tmp_path)
         self.engine = engine
-        self.redis = RedisServer(tmp_path / "redis").start()
-        self.store = JobStore(self.redis.url)
-        self.storage = Storage(str(tmp_path / "storage"))
-        self.workers: list[Worker] = []
 
     def worker(self, name: str, visibility_timeout: int = 3600) -> Worker:
         engines = {"default": {"translator": f"openai:{MODEL}@{self.engine.base_url}", "tagger": "spacy"}}
-        env = worker_env(self.redis.url, self.tmp / "storage", job_engines=json.dumps(engines),
-                         job_visibility_timeout=visibility_timeout)
-        env.update({"NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1,localhost"})
-        w = Worker(env, self.tmp / f"{name}.log", name)
-        self.workers.append(w)
-        return w
+        return self.start_worker(name, {"NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1,localhost"},
+                                 job_engines=json.dumps(engines), job_visibility_timeout=visibility_timeout)
 
     def submit(self) -> str:
         data = "".join(f"Ana vive en Madrid con Pedro número {i}.\n" for i in range(1, LINES + 1)).encode()
@@ -262,12 +253,8 @@ class Jobs:
         assert "failed" not in {r["status"] for r in lines}, lines
 
     def close(self) -> None:
-        self.engine.gate.set()
-        for w in self.workers:
-            if not w.out.closed:
-                w.stop()
-        self.store.close()
-        self.redis.stop()
+        self.engine.gate.set()  # a worker waiting on the engine can finish, and stop
+        super().close()
 
 
 @pytest.fixture

@@ -13,10 +13,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from jobs_harness import CROP, RedisServer, Worker, results, submit, wait_finished, wait_for, worker_env
+from jobs_harness import CROP, Cluster, Worker, results, submit, wait_finished, wait_for
 
-from crop.jobs.state import STREAM, JobState, JobStore
-from crop.storage import Storage
+from crop.jobs.state import STREAM, JobState
 
 pytestmark = pytest.mark.integration
 
@@ -45,26 +44,9 @@ def expected(job_input: bytes, tmp_path_factory: pytest.TempPathFactory) -> list
     return out
 
 
-class Setup:
-    def __init__(self, tmp_path: Path) -> None:
-        self.tmp = tmp_path
-        self.redis = RedisServer(tmp_path / "redis").start()
-        self.store = JobStore(self.redis.url)
-        self.storage = Storage(str(tmp_path / "storage"))
-        self.workers: list[Worker] = []
-
+class Setup(Cluster):
     def worker(self, name: str) -> Worker:
-        env = worker_env(self.redis.url, self.tmp / "storage", job_visibility_timeout=VISIBILITY_TIMEOUT, **SWEEP)
-        w = Worker(env, self.tmp / f"{name}.log", name)
-        self.workers.append(w)
-        return w
-
-    def close(self) -> None:
-        for w in self.workers:
-            if not w.out.closed:
-                w.stop()
-        self.store.close()
-        self.redis.stop()
+        return self.start_worker(name, job_visibility_timeout=VISIBILITY_TIMEOUT, **SWEEP)
 
 
 @pytest.fixture
@@ -141,3 +123,4 @@ def test_redis_restarted_mid_job(setup: Setup, job_input: bytes, expected: list[
     info = setup.store.get(job_id)
     assert info is not None and info.state == JobState.running
     check_exactly_once(setup, job_id, expected)
+

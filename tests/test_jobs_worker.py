@@ -103,13 +103,6 @@ def test_build_pipeline_applies_the_pipeline_options(translator, tagger) -> None
 # ------------------------------------------------------------------------------------------------ job state
 
 
-@pytest.fixture(scope="module")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path_factory.mktemp("redis")).start()
-    yield server
-    server.stop()
-
-
 @pytest.fixture
 def store(redis_server: RedisServer) -> Iterator[JobStore]:
     s = JobStore(redis_server.url)

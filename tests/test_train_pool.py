@@ -9,10 +9,7 @@ crop.train.consumer`) and SIGKILLs them between persisting a batch and acknowled
 from __future__ import annotations
 
 import json
-import os
 import random
-import signal
-import subprocess
 import sys
 import threading
 import time
@@ -22,22 +19,13 @@ from typing import Any
 
 import pytest
 import redis
-from jobs_harness import RedisServer, submit, wait_for, worker_env
+from jobs_harness import RedisServer, Worker, submit, wait_for, worker_env
 
 from crop.jobs.state import STREAM, JobStore
 from crop.jobs.tasks import batch_key
 from crop.storage import Storage
 from crop.train.consumer import DEAD, FAILURES, GROUP, ConsumerSettings, StreamConsumer
 from crop.train.pool import COUNTS_KEY, Pool, normalize_text, owner_key, segment_key, text_hash
-
-
-@pytest.fixture(scope="module")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path_factory.mktemp("pool-redis")).start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture
@@ -232,24 +220,11 @@ def test_unreadable_entry_stays_pending_then_is_given_up(store: JobStore, storag
 # ------------------------------------------------------------------------------------------ crash: SIGKILL
 
 
-class ConsumerProc:
-    def __init__(self, env: dict[str, str], log: Path) -> None:
-        self.log = log
-        self.out = open(log, "ab")  # noqa: SIM115 - closed by kill/stop
-        self.proc = subprocess.Popen([sys.executable, "-m", "crop.train.consumer"], env=env, stdout=self.out,
-                                     stderr=subprocess.STDOUT, start_new_session=True)
+CONSUMER = [sys.executable, "-m", "crop.train.consumer"]  # the stream consumer alone, as a trainer runs it
 
-    def kill(self) -> None:
-        os.kill(self.proc.pid, signal.SIGKILL)
-        self.proc.wait(30)
-        self.out.close()
 
-    def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            self.proc.wait(30)
-        self.out.close()
-        return self.proc.returncode
+def consumer(env: dict[str, str], log: Path) -> Worker:
+    return Worker(env, log, command=CONSUMER)
 
 
 def pending_acked(store: JobStore) -> tuple[int, int]:
@@ -272,7 +247,7 @@ def test_consumer_survives_sigkill(store: JobStore, storage: Storage, pool: Pool
                      trainer_block_ms=200)
     slow = {**env, "CROP_TEST_CONSUMER_ACK_DELAY": "0.3"}
 
-    first = ConsumerProc(slow, tmp_path / "c1.log")
+    first = consumer(slow, tmp_path / "c1.log")
     # killed in the window: something acknowledged, and one persisted (its segment written) but not acknowledged
     wait_for(lambda: pending_acked(store)[1] >= 2 and _persisted_not_acked(store, storage), 60,
              "the first consumer to persist an entry it has not acknowledged")
@@ -280,7 +255,7 @@ def test_consumer_survives_sigkill(store: JobStore, storage: Storage, pool: Pool
     pending, acked = pending_acked(store)
     assert pending >= 1, "the first consumer left nothing pending: the crash window was missed"
 
-    second = ConsumerProc(slow, tmp_path / "c2.log")
+    second = consumer(slow, tmp_path / "c2.log")
     wait_for(lambda: pending_acked(store)[1] >= acked + 5, 60, "the second consumer to go on")
     second.kill()
     # then killed at random points, whatever it is doing
@@ -289,12 +264,12 @@ def test_consumer_survives_sigkill(store: JobStore, storage: Storage, pool: Pool
     for k in range(3):
         if pending_acked(store) == (0, 24):
             break
-        proc = ConsumerProc(slow, tmp_path / f"r{k}.log")
+        proc = consumer(slow, tmp_path / f"r{k}.log")
         time.sleep(rng.uniform(0.3, 1.5))
         proc.kill()
         killed.append(proc)
 
-    third = ConsumerProc(env, tmp_path / "c3.log")
+    third = consumer(env, tmp_path / "c3.log")
     wait_for(lambda: pending_acked(store) == (0, 24), 60, "every entry acknowledged")
     assert third.stop() == 0
     logs = "".join(p.log.read_text() for p in (*killed, third))

@@ -10,8 +10,6 @@ Redis: a server of this module's own (jobs_harness.RedisServer). The job's batch
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import threading
 from collections.abc import Iterator
@@ -22,7 +20,7 @@ from typing import Any
 import httpx
 import pytest
 import redis
-from jobs_harness import CROP, RedisServer, submit, wait_for, worker_env
+from jobs_harness import CROP, RedisServer, Worker, submit, wait_for, worker_env
 from pydantic import ValidationError
 from servers import free_port, running
 
@@ -45,15 +43,6 @@ from crop.train.tasks import (
 )
 
 KEY = "k-train"
-
-
-@pytest.fixture(scope="module")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path_factory.mktemp("trainer-redis")).start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture
@@ -180,28 +169,6 @@ def test_api_answers_503_without_redis(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------------------------------- end to end
 
 
-class Trainer:
-    def __init__(self, env: dict[str, str], log: Path) -> None:
-        self.log = log
-        self.out = open(log, "ab")  # noqa: SIM115 - closed by stop
-        self.proc = subprocess.Popen([CROP, "trainer", "--hostname", "t1@%h"],
-                                     env=env, stdout=self.out, stderr=subprocess.STDOUT, start_new_session=True)
-
-    def stop(self) -> int:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(60)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(30)
-        self.out.close()
-        return self.proc.returncode
-
-    def tail(self) -> str:
-        return "\n".join(self.log.read_text(errors="replace").splitlines()[-40:])
-
-
 def test_trainer_pools_a_job_and_trains_a_student(settings: JobSettings, shared_data: Path, tmp_path: Path) -> None:
     storage = Storage(settings.storage_root)
     store = JobStore(settings.redis_url)
@@ -226,7 +193,7 @@ def test_trainer_pools_a_job_and_trains_a_student(settings: JobSettings, shared_
     listener = threading.Thread(target=listen, daemon=True)
     listener.start()
     env = worker_env(settings.redis_url, Path(settings.storage_root), trainer_block_ms=200)
-    trainer = Trainer(env, tmp_path / "trainer.log")
+    trainer = Worker(env, tmp_path / "trainer.log", command=[CROP, "trainer", "--hostname", "t1@%h"])
     try:
         pool = Pool(storage, store.redis)
         wait_for(lambda: pool.counts() == {"ca": {"kept": 30, "discarded": 0}, "es": {"kept": 30, "discarded": 0}},

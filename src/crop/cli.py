@@ -8,9 +8,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from crop.cli_common import ENGINE_ERROR, check_outputs, count_lines, err, fail, warn
+from crop.cli_common import ENGINE_ERROR, check_outputs, count_lines, err, fail, progress_bar, warn
 from crop.cli_jobs import job_app
 from crop.cli_lst import lst_app
 from crop.cli_models import models_app
@@ -169,9 +168,7 @@ def _run_project(pipe: CropPipeline, sentences: Iterable[InputSentence | Invalid
             out.discard()
         fail(f"cannot write {exc.filename}: {exc.strerror or exc}")
         raise
-    progress = Progress(TextColumn("[bold]projecting"), BarColumn(), MofNCompleteColumn(),
-                        TextColumn("kept {task.fields[kept]}"), TimeElapsedColumn(), console=err,
-                        disable=not err.is_terminal and not _force_progress())
+    progress = progress_bar("projecting", "kept {task.fields[kept]}")
     done = False
     try:
         with progress:
@@ -231,12 +228,6 @@ def _type_vote(output: Path, conll: Path | None, stats: Path | None, min_count: 
         stats_file = AtomicFile(stats)
         stats_file.file.write(json.dumps(data, indent=2))
         stats_file.commit()
-
-
-def _force_progress() -> bool:
-    import os
-
-    return os.environ.get("CROP_PROGRESS") == "1"
 
 
 @app.command()
@@ -378,9 +369,7 @@ def _tag_file(student, input: Path, output: Path, lang: str, batch_size: int, st
     except OSError as exc:
         fail(f"cannot write {exc.filename}: {exc.strerror or exc}")
         raise
-    progress = Progress(TextColumn("[bold]tagging"), BarColumn(), MofNCompleteColumn(),
-                        TextColumn("entities {task.fields[entities]}"), TimeElapsedColumn(), console=err,
-                        disable=not err.is_terminal and not _force_progress())
+    progress = progress_bar("tagging", "entities {task.fields[entities]}")
     done = False
     failed = entities = 0
     try:
@@ -481,8 +470,7 @@ def tagger_train(
         if langs:
             augmented = _roundtrip_data(train, dev, langs, translator, seed, Path(work), roundtrip_out)
             train_file, dev_file = Path(augmented.train_file), Path(augmented.dev_file)
-        progress = Progress(TextColumn("[bold]training"), BarColumn(), MofNCompleteColumn(),
-                            TextColumn("dev F1 {task.fields[f1]}"), TimeElapsedColumn(), console=err)
+        progress = progress_bar("training", "dev F1 {task.fields[f1]}")
         try:
             with progress:
                 task = progress.add_task("train", total=epochs, f1="-")

@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Callable
 from itertools import combinations
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.console import Console
 from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+if TYPE_CHECKING:
+    from crop.remote_http import RemoteHTTP
 
 err = Console(stderr=True)
 
@@ -70,3 +75,26 @@ def show_record(info: dict[str, Any], as_json: bool, summary: Callable[[dict[str
         return
     summary(info)
     typer.echo(info["state"])
+
+
+def progress_bar(label: str, fields: str) -> Progress:
+    """The commands' progress bar on stderr: `label` in bold, the bar, done/total, `fields` (a rich format of the
+    task's fields), the time elapsed. Shown on a terminal, or anywhere with CROP_PROGRESS=1 (logs, tests)."""
+    return Progress(TextColumn(f"[bold]{label}"), BarColumn(), MofNCompleteColumn(), TextColumn(fields),
+                    TimeElapsedColumn(), console=err,
+                    disable=not err.is_terminal and os.environ.get("CROP_PROGRESS") != "1")
+
+
+def poll_until_finished(http: RemoteHTTP, path: str, info: dict[str, Any], *, label: str, finished: frozenset[str],
+                        total: int, done: Callable[[dict[str, Any]], int], status: Callable[[dict[str, Any]], str],
+                        poll: float) -> dict[str, Any]:
+    """GET `path` every `poll` seconds until the record's state is one of `finished`, with a progress bar of
+    `done(record)` out of `total` and `status(record)` beside it; the last record."""
+    with progress_bar(label, "{task.fields[st]}") as progress:
+        task = progress.add_task(label, total=total, st=info["state"])
+        while True:
+            progress.update(task, completed=min(done(info), total), st=status(info))
+            if info["state"] in finished:
+                return info
+            time.sleep(poll)
+            info = http.get(path)

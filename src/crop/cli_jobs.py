@@ -14,8 +14,6 @@ the server refuses (4xx) or bad usage.
 from __future__ import annotations
 
 import gzip
-import os
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -23,9 +21,8 @@ from typing import Annotated, Any
 
 import httpx
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from crop.cli_common import ENGINE_ERROR, USAGE_ERROR, err, fail, show_record, warn
+from crop.cli_common import ENGINE_ERROR, USAGE_ERROR, err, fail, poll_until_finished, show_record, warn
 from crop.io import AtomicFile, sniff_format
 from crop.langcodes import normalize_lang
 from crop.remote_http import RemoteHTTP, RemoteServiceError, RemoteUnavailable, error_detail
@@ -149,18 +146,9 @@ def submit(
 
 
 def _wait(http: RemoteHTTP, info: dict[str, Any], poll: float = 1.0) -> dict[str, Any]:
-    """Poll the job until it ends, with a progress bar on stderr; its last state."""
-    progress = Progress(TextColumn("[bold]job"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[st]}"),
-                        TimeElapsedColumn(), console=err,
-                        disable=not err.is_terminal and os.environ.get("CROP_PROGRESS") != "1")
-    with progress:
-        task = progress.add_task("job", total=info["total"], st=info["state"])
-        while True:
-            progress.update(task, completed=info["done"], st=info["state"])
-            if info["state"] in FINISHED:
-                break
-            time.sleep(poll)
-            info = http.get(f"{JOBS}/{info['id']}")
+    """Poll the job until it ends, with a progress bar over its sentences on stderr; its last state."""
+    info = poll_until_finished(http, f"{JOBS}/{info['id']}", info, label="job", finished=FINISHED,
+                               total=info["total"], done=lambda i: i["done"], status=lambda i: i["state"], poll=poll)
     _summary(info)
     return info
 

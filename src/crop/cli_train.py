@@ -13,9 +13,8 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from crop.cli_common import err, fail
+from crop.cli_common import err, fail, progress_bar
 from crop.io import InputError
 
 train_app = typer.Typer(help="Train a multilingual student on projected data (self-training), or submit a run to "
@@ -46,12 +45,6 @@ def _one_each(values: dict[str, list[str]], option: str) -> dict[str, str]:
         if len(paths) > 1:
             fail(f"{option}: one file per language ({lang} has {len(paths)})")
     return {lang: paths[0] for lang, paths in values.items()}
-
-
-def _force_progress() -> bool:
-    import os
-
-    return os.environ.get("CROP_PROGRESS") == "1"
 
 
 @train_app.callback(invoke_without_command=True)
@@ -159,9 +152,8 @@ def train(
         return
     registry = ModelRegistry.at(str(output), name=name) if name else ModelRegistry.at(str(output))
 
-    progress = Progress(TextColumn("[bold]round {task.fields[round]}"), BarColumn(), MofNCompleteColumn(),
-                        TextColumn("loss {task.fields[loss]}  dev F1 {task.fields[f1]}  ETA {task.fields[eta]}"),
-                        TimeElapsedColumn(), console=err, disable=not err.is_terminal and not _force_progress())
+    progress = progress_bar("round {task.fields[round]}",
+                            "loss {task.fields[loss]}  dev F1 {task.fields[f1]}  ETA {task.fields[eta]}")
 
     tmp = Path(tempfile.mkdtemp(prefix="crop-train-"))
     try:

@@ -14,15 +14,12 @@ succeed, 2 a request the server refuses (4xx) or bad usage.
 from __future__ import annotations
 
 import json
-import os
-import time
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from crop.cli_common import ENGINE_ERROR, err, fail, show_record
+from crop.cli_common import ENGINE_ERROR, err, fail, poll_until_finished, show_record
 from crop.cli_jobs import DEFAULT_SERVER, ApiKey, Server, _server
 from crop.cli_worker import LOG_LEVELS
 from crop.remote_http import RemoteHTTP
@@ -173,19 +170,11 @@ def submit(
 
 def _wait(http: RemoteHTTP, info: dict[str, Any], poll: float = 2.0) -> dict[str, Any]:
     """Poll the run until it ends, with a progress bar over its epochs (all rounds) on stderr; its last state."""
-    progress = Progress(TextColumn("[bold]training"), BarColumn(), MofNCompleteColumn(),
-                        TextColumn("{task.fields[st]}"), TimeElapsedColumn(), console=err,
-                        disable=not err.is_terminal and os.environ.get("CROP_PROGRESS") != "1")
-    with progress:
-        total = (info.get("rounds") or 1) * (info.get("epochs") or 1)
-        task = progress.add_task("training", total=total, st=info["state"])
-        while True:
-            done = ((info.get("round") or 1) - 1) * (info.get("epochs") or 1) + (info.get("epoch") or 0)
-            progress.update(task, completed=min(done, total), st=_line(info))
-            if info["state"] in FINISHED:
-                break
-            time.sleep(poll)
-            info = http.get(f"{TRAIN}/{info['id']}")
+    epochs = info.get("epochs") or 1
+    info = poll_until_finished(
+        http, f"{TRAIN}/{info['id']}", info, label="training", finished=FINISHED,
+        total=(info.get("rounds") or 1) * epochs,
+        done=lambda i: ((i.get("round") or 1) - 1) * epochs + (i.get("epoch") or 0), status=_line, poll=poll)
     _summary(info)
     return info
 

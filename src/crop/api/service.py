@@ -29,6 +29,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from swagger_ui_bundle import swagger_ui_path
 
@@ -358,7 +359,7 @@ class RequestContext:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        rid = _header(scope, b"x-request-id") or uuid.uuid4().hex
+        rid = Headers(scope=scope).get("x-request-id") or uuid.uuid4().hex
         token = request_id.set(rid)
         t0 = time.perf_counter()
         status = 500
@@ -384,14 +385,6 @@ class RequestContext:
                                                               "path": path, "status": status,
                                                               "ms": round(seconds * 1000, 1)})
             request_id.reset(token)
-
-
-def _header(scope: Scope, name: bytes) -> str | None:
-    """A request header's value (the first of that name), decoded as HTTP does (latin-1); None when absent or empty."""
-    for key, value in scope.get("headers", []):
-        if key == name:
-            return value.decode("latin-1") or None
-    return None
 
 
 def create_service(name: str, settings: ServiceSettings, load: Callable[[], Any], run: Callable[[Any, Hashable,

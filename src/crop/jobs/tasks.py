@@ -161,7 +161,7 @@ def run_batch(store: JobStore, settings: JobSettings, job_id: str, index: int, g
     if fields.get("type_vote") == "1" and index == int(fields["batches"]):  # the job's last step (crop.jobs.vote)
         from crop.jobs.vote import run_vote
 
-        run_vote(store, storage_for(settings), job_id, fields, batch_key, settings.stream_maxlen)
+        run_vote(store, storage_for(settings), job_id, fields, settings.stream_maxlen)
         outcome = store.complete_batch(job_id, index, {"sentences": 0}, [], "", settings.stream_maxlen)
         log.info("job voted", extra={"job": job_id, "state": outcome.state})
         return

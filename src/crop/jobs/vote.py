@@ -20,6 +20,7 @@ from typing import Any
 from crop.io import dumps
 from crop.jobs.options import ProjectionOptions, type_vote_config
 from crop.jobs.state import JobStore
+from crop.jobs.tasks import batch_key
 from crop.project.type_vote import TypeVotes
 from crop.storage import Storage
 
@@ -37,9 +38,8 @@ def _lines(storage: Storage, key: str) -> Iterator[dict[str, Any]]:
                 yield json.loads(raw)
 
 
-def run_vote(store: JobStore, storage: Storage, job_id: str, fields: dict[str, str], batch_key: Any,
-             stream_maxlen: int) -> None:
-    """The vote step of a job whose batches are all done (`batch_key(job_id, index)`: a batch's output key)."""
+def run_vote(store: JobStore, storage: Storage, job_id: str, fields: dict[str, str], stream_maxlen: int) -> None:
+    """The vote step of a job whose batches are all done: its fields (the job's hash) say how many."""
     batches = int(fields["batches"])
     opts = ProjectionOptions.model_validate_json(fields.get("options") or "{}")
     votes = TypeVotes(type_vote_config(opts))
