@@ -165,7 +165,10 @@ def test_bad_lines_after_a_good_first_line_make_a_job(idle: JobSettings) -> None
     ({"engine": "gpt-9"}, "engine", "'default' (CROP_JOB_ENGINES)"),
     ({"beam": "4"}, "beam", "not permitted"),
     ({"src_lang": "klingon"}, "src_lang", "not a language code"),
-], ids=["policy", "methods", "max_tokens", "keep_all_o", "engine", "unknown", "src_lang"])
+    ({"type_vote": "true", "type_vote_margin": "0"}, "type_vote_margin", "greater than 0"),
+    ({"type_vote": "true", "type_vote_min_count": "0"}, "type_vote_min_count", "greater than or equal to 1"),
+], ids=["policy", "methods", "max_tokens", "keep_all_o", "engine", "unknown", "src_lang", "type_vote_margin",
+        "type_vote_min_count"])
 def test_bad_options_are_422_naming_the_field(idle: JobSettings, params: dict[str, str], field: str,
                                               words: str) -> None:
     with projector(idle) as url:

@@ -15,7 +15,10 @@ from pathlib import Path
 import pytest
 from jobs_harness import CROP, Cluster, Worker, results, submit, wait_finished, wait_for
 
+from crop.io import dumps
 from crop.jobs.state import STREAM, JobState
+from crop.jobs.vote import PAUSE_ENV, voted_key
+from crop.project.type_vote import TypeVoteConfig, type_vote_lines
 
 pytestmark = pytest.mark.integration
 
@@ -124,3 +127,32 @@ def test_redis_restarted_mid_job(setup: Setup, job_input: bytes, expected: list[
     assert info is not None and info.state == JobState.running
     check_exactly_once(setup, job_id, expected)
 
+
+def test_worker_sigkilled_in_the_type_vote(setup: Setup, job_input: bytes, expected: list[str]) -> None:
+    """A type-vote job whose worker is SIGKILLed in its last step, the re-typed batches written and one of them
+    announced: a second worker gets the step after the visibility timeout and finishes it. The results are those
+    of `crop project --type-vote` (the same votes over the same lines), every batch announced exactly once."""
+    victim = setup.start_worker("victim", {PAUSE_ENV: "120"}, job_visibility_timeout=VISIBILITY_TIMEOUT, **SWEEP)
+    job_id = submit(setup.store, setup.storage, job_input, name="corpus.txt", lines_per_batch=LINES_PER_BATCH,
+                    src_lang="es", in_flight=4, options={"type_vote": True, "type_vote_min_count": 1})
+    wait_for(lambda: "type vote paused" in victim.log.read_text(errors="replace"), 300,
+             "the victim to pause in the type vote")
+    victim.kill()
+    info = setup.store.get(job_id)
+    assert info is not None and info.state == JobState.running and info.type_vote is not None
+    assert info.type_vote.state == "running" and len(announced(setup, job_id)) == 1
+    survivor = setup.worker("survivor")
+    info = wait_finished(setup.store, job_id, timeout=300, workers=[victim, survivor])
+    assert info.state == JobState.succeeded and info.type_vote is not None and info.type_vote.state == "done"
+    voted, votes = type_vote_lines([json.loads(line) for line in expected], TypeVoteConfig(min_count=1))
+    got = [line for i in range(info.batches) for line in setup.storage.read_bytes(voted_key(job_id, i))
+           .decode("utf-8").splitlines()]
+    assert got == [dumps(line) for line in voted]
+    assert info.type_vote.retyped == votes.retyped
+    entries = announced(setup, job_id)
+    assert sorted(int(e["batch"]) for e in entries) == list(range(info.batches))
+    assert all(e["path"] == setup.storage.url(voted_key(job_id, int(e["batch"]))) for e in entries)
+
+
+def announced(s: Setup, job_id: str) -> list[dict]:
+    return [e for _, e in s.store.redis.xrange(STREAM) if e["job"] == job_id]

@@ -7,12 +7,17 @@ entity are counted, then each batch is written again, re-typed, to `jobs/<id>/vo
 outputs themselves are left as the projection wrote them, so a step delivered again computes the same votes and
 writes the same files. Then each batch is announced on `crop:projected` (once, with its re-typed output: the
 training pool learns the voted types), the summary is stored with the job and the step is recorded, which ends
-the job."""
+the job.
+
+`CROP_TEST_VOTE_PAUSE` (seconds, tests only) sleeps after the first batch is announced: the window in which a
+test SIGKILLs the worker, so that a second delivery finds the votes written and part of the job announced."""
 
 from __future__ import annotations
 
 import json
 import logging
+import os
+import time
 from collections import Counter
 from collections.abc import Iterator
 from typing import Any
@@ -25,6 +30,8 @@ from crop.project.type_vote import TypeVotes
 from crop.storage import Storage
 
 log = logging.getLogger(__name__)
+
+PAUSE_ENV = "CROP_TEST_VOTE_PAUSE"
 
 
 def voted_key(job_id: str, index: int) -> str:
@@ -59,8 +66,12 @@ def run_vote(store: JobStore, storage: Storage, job_id: str, fields: dict[str, s
         storage.write_bytes(voted_key(job_id, index), "".join(x + "\n" for x in out).encode("utf-8"))
         announcements.append((index, sorted(langs), dict(counts), len(out)))
     summary = votes.summary()
-    for index, langs, counts, sentences in announcements:
+    pause = float(os.environ.get(PAUSE_ENV) or 0)
+    for n, (index, langs, counts, sentences) in enumerate(announcements):
         store.announce(job_id, index, langs, storage.url(voted_key(job_id, index)), counts, sentences,
                        stream_maxlen)
+        if n == 0 and pause > 0:
+            log.warning("type vote paused", extra={"job": job_id, "seconds": pause})
+            time.sleep(pause)
     store.set_type_vote(job_id, summary)
     log.info("type vote done", extra={"job": job_id, "batches": batches, **summary})
