@@ -27,7 +27,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from crop.labels import LabelScheme, bio_to_spans, valid_bio
+from crop.labels import LabelScheme, bio_to_spans, spans_to_bio, valid_bio
 from crop.tag.base import tagged_spans
 from crop.tag.transformers import AnyLanguage
 from crop.text import tokenize
@@ -108,13 +108,19 @@ class StudentTagger:
 
     name = "student"
 
-    def __init__(self, folder: str | Path, *, device: str = "auto", dtype: str = "auto", batch_size: int = 64) -> None:
+    def __init__(self, folder: str | Path, *, device: str = "auto", dtype: str = "auto", batch_size: int = 64,
+                 fast: bool = True) -> None:
         self.folder, self.kind = find_model_folder(Path(folder).expanduser())
         self.batch_size = batch_size
+        self._fast: Any = None  # a spaCy student's fast tagging path (`crop.tag.spacy_fast`), when it has one
         if self.kind == "spacy":
             self.nlp = _load_spacy(self.folder)
             self.labels = sorted(self.nlp.get_pipe("ner").labels)
             self._inner = None
+            if fast:
+                from crop.tag.spacy_fast import FastNer
+
+                self._fast = FastNer.of(self.nlp)
         else:
             from crop.tag.transformers import TransformersTagger
 
@@ -139,18 +145,24 @@ class StudentTagger:
             return self._inner.tag_words(sentences)
         from spacy.tokens import Doc
 
-        out: list[tuple[list[str], list[float]]] = []
         docs = [Doc(self.nlp.vocab, words=list(words)) for words in sentences]
-        # one sentence (a request of the tagger service) skips pipe()'s batching machinery
-        tagged = [self.nlp(docs[0])] if len(docs) == 1 else self.nlp.pipe(docs, batch_size=self.batch_size)
-        for doc in tagged:
-            tags = ["O"] * len(doc)
-            for ent in doc.ents:
-                tags[ent.start] = f"B-{ent.label_}"
-                for i in range(ent.start + 1, ent.end):
-                    tags[i] = f"I-{ent.label_}"
-            out.append((valid_bio(tags), [1.0] * len(doc)))  # spaCy's NER gives no probabilities
-        return out
+        if self._fast is not None:
+            from crop.tag.spacy_fast import one_blas_thread
+
+            with one_blas_thread():
+                spans = self._fast(docs)
+        else:
+            # one sentence (a request of the tagger service) skips pipe()'s batching machinery
+            tagged = [self.nlp(docs[0])] if len(docs) == 1 else self.nlp.pipe(docs, batch_size=self.batch_size)
+            spans = [[(e.start, e.end, e.label_) for e in doc.ents] for doc in tagged]
+        # spaCy's NER gives no probabilities: every token scores 1
+        return [(valid_bio(spans_to_bio(len(doc), ents)), [1.0] * len(doc)) for doc, ents in zip(docs, spans,
+                                                                                                   strict=True)]
+
+    @property
+    def fast(self) -> bool:
+        """Whether this spaCy student tags through its fast path (`crop.tag.spacy_fast`) rather than spaCy's."""
+        return self._fast is not None
 
     def tag_inputs(self, sentences: Sequence[InputSentence]) -> list[ProjectionResult]:
         """Input sentences tagged on their own tokens (kept as given), as `crop project` writes its lines: BIO
