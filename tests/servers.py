@@ -12,6 +12,8 @@ import httpx
 import uvicorn
 from fastapi import FastAPI
 
+from crop.api.http_protocol import HeadLimitedHttpToolsProtocol
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -24,8 +26,9 @@ def running(app: FastAPI, ready: bool = True, timeout: float = 120.0) -> Iterato
     """Serve `app` with uvicorn on a free loopback port; yields its base URL once it is live (and, with `ready`,
     once /health/ready answers 200). The server stops when the block ends."""
     port = free_port()
+    # the protocol `crop serve` runs (httptools with the head limit)
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, access_log=False,
-                                           lifespan="on"))
+                                           lifespan="on", http=HeadLimitedHttpToolsProtocol))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     url = f"http://127.0.0.1:{port}"

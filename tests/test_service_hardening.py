@@ -380,7 +380,31 @@ def test_crop_serve_passes_the_connection_limits():
         # a head that keeps coming past 4 KiB (uvicorn's default would wait for up to 16 KiB) is refused at once
         with socket.create_connection(("127.0.0.1", port), timeout=GUARD) as sock:
             sock.sendall(b"GET /health/live HTTP/1.1\r\nHost: x\r\nX-Pad: " + b"p" * 6000)
-            assert sock.recv(64).startswith(b"HTTP/1.1 400")
+            assert sock.recv(64).startswith(b"HTTP/1.1 431")
+        # ... and one that comes whole, in one read
+        with socket.create_connection(("127.0.0.1", port), timeout=GUARD) as sock:
+            sock.sendall(b"GET /health/live HTTP/1.1\r\nHost: x\r\nX-Pad: " + b"p" * 6000 + b"\r\n\r\n")
+            assert sock.recv(64).startswith(b"HTTP/1.1 431")
+        # ... or bit by bit, each read small
+        with socket.create_connection(("127.0.0.1", port), timeout=GUARD) as sock:
+            sock.sendall(b"GET /health/live HTTP/1.1\r\nHost: x\r\n")
+            for i in range(10):
+                try:
+                    sock.sendall(b"X-Pad-%d: " % i + b"p" * 500 + b"\r\n")
+                except OSError:  # refused and closed already: what it answered is still to be read
+                    break
+                time.sleep(0.01)
+            sock.settimeout(GUARD)
+            assert sock.recv(64).startswith(b"HTTP/1.1 431")
+        # requests under the limit, pipelined on one connection, are all answered
+        with socket.create_connection(("127.0.0.1", port), timeout=GUARD) as sock:
+            request = b"GET /health/live HTTP/1.1\r\nHost: x\r\nX-Pad: " + b"p" * 3000 + b"\r\n\r\n"
+            sock.sendall(request * 3)
+            received = b""
+            while received.count(b"HTTP/1.1 200") < 3:
+                chunk = sock.recv(65536)
+                assert chunk, received
+                received += chunk
     finally:
         proc.terminate()
         proc.wait(timeout=GUARD)

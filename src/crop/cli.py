@@ -545,10 +545,12 @@ def serve(
     except SettingsError as exc:
         typer.echo(f"error: {exc}", err=True)  # one line, as it is (a console would wrap it)
         raise typer.Exit(2) from None
+    from crop.api.http_protocol import HeadLimitedHttpToolsProtocol
+
     uvicorn.run(f"crop.api.{service}:create_app", factory=True, host=host or settings.host,
                 port=port or settings.port, workers=workers, log_config=None, access_log=False,
-                # h11: the parser whose head-size limit the services set (httptools has none); uvloop when installed
-                http="h11", timeout_keep_alive=settings.keep_alive_timeout,
+                # httptools' C parser with the head-size limit the services set (h11's setting carries it); uvloop
+                http=HeadLimitedHttpToolsProtocol, timeout_keep_alive=settings.keep_alive_timeout,
                 h11_max_incomplete_event_size=settings.max_header_bytes, limit_concurrency=settings.max_connections)
 
 

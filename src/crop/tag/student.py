@@ -412,6 +412,7 @@ class StudentHolder:
                 self.reloads += 1
             log.info("student loaded", extra={"source": self.source.location, "version": loaded.version,
                                               "previous": held.version if held else None, "kind": loaded.kind,
+                                              "fast_path": bool(getattr(tagger, "fast", False)),
                                               "seconds": round(time.perf_counter() - t0, 2)})
             return loaded
 
