@@ -41,6 +41,7 @@ import httpx
 from common import LANGS, emit, english_tagger, load_dev, serve_tagger, shared_data
 
 import crop
+from crop.io import sentence_from_record
 from crop.train.evaluate import evaluate
 from crop.train.selftrain import SelfTrainConfig, run_selftraining
 from crop.train.students.base import StudentConfig
@@ -147,16 +148,23 @@ def projected_scores(lang: str, projection: Path) -> dict:
 # ------------------------------------------------------------------------------------------------------ speed
 
 
+def _text_only(sentences: list) -> list:
+    """The sentences as a client sends them (id and text): a dev sentence also carries its gold English, which
+    `project_batch` would use instead of translating and tagging (gold-English mode), and mode crop would be
+    timed without its two engines."""
+    return [sentence_from_record({"id": s.id, "text": s.text}, s.lang) for s in sentences]
+
+
 def speed_sentences(langs: list[str], per_lang: int) -> dict[str, list]:
-    """The first `per_lang` dev sentences of each language, the same in every speed measurement."""
-    return {lang: load_dev(lang)[:per_lang] for lang in langs}
+    """The first `per_lang` dev sentences of each language (text only), the same in every speed measurement."""
+    return {lang: _text_only(load_dev(lang)[:per_lang]) for lang in langs}
 
 
 def warm_up_sentences(lang: str, n: int = 3) -> list:
-    """The last `n` dev sentences of a language that have entities: Apertium starts a language's labeled
-    back-translation pipeline at its first sentence with entities, and that start (up to 1.7 s) belongs to no
-    timed request."""
-    return [s for s in load_dev(lang) if any(t != "O" for t in s.tags or [])][-n:]
+    """The last `n` dev sentences of a language that have entities (text only): Apertium starts a language's
+    labeled back-translation pipeline at its first sentence with entities, and that start (up to 1.7 s) belongs to
+    no timed request."""
+    return _text_only([s for s in load_dev(lang) if any(t != "O" for t in s.tags or [])][-n:])
 
 
 def in_process_speed(student_folder: Path, tagger_model: Path, langs: list[str], per_lang: int,
