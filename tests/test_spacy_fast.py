@@ -39,8 +39,9 @@ def raw_sentences(per_lang: int = 300) -> list[list[str]]:
 
 
 # whitespace tokens (no entity may start on one), a one-token sentence, entities at the very end
+# and words whose attributes are spaCy symbols, not hashes (the shape "X", the norm "meta")
 EDGE = [["Madrid"], ["Juan", " ", "Pérez", "vive", "en", "Madrid"], ["\u00a0", "Barcelona"],
-        ["visitó", "Nueva", "York", "y", "Los", "Ángeles"], ["Ana", "López"]]
+        ["visitó", "Nueva", "York", "y", "Los", "Ángeles"], ["Ana", "López"], ["Meta", "y", "B", "X", "J", "."]]
 
 
 def train_student(folder: Path, model: dict[str, Any], epochs: int, seed: int) -> Path:
@@ -137,3 +138,28 @@ def test_the_tok2vec_of_the_fast_path_equals_thincs(student: Path):
     assert got.shape == expected.shape
     np.testing.assert_allclose(got, expected, rtol=0, atol=1e-4)
     assert fast([]) == [] and fast([Doc(nlp.vocab, words=[])]) == [[]]
+
+
+def test_tagging_new_words_does_not_grow_the_vocabulary(student: Path):
+    import string
+
+    fast = StudentTagger(student)
+    vocab = fast.nlp.vocab
+    lexemes, strings = len(vocab), len(vocab.strings)
+    rng = random.Random(7)
+    novel = [["".join(rng.choices(string.ascii_letters + "áéñç", k=rng.randint(1, 14))) for _ in range(12)]
+             for _ in range(300)]
+    tags = [t for t, _ in fast.tag_tokens(novel, "es")]
+    assert (len(vocab), len(vocab.strings)) == (lexemes, strings)
+    # and they are tagged as spaCy tags them (which does add them, to its own copy)
+    assert tags == [t for t, _ in StudentTagger(student, fast=False).tag_tokens(novel, "es")]
+
+
+def test_the_word_cache_is_bounded(student: Path):
+    import spacy
+
+    fast = FastNer.of(spacy.load(student))
+    assert fast is not None
+    fast.features.cache_size = 50
+    fast.tag_words([[f"palabra{i}" for i in range(j, j + 20)] for j in range(0, 400, 20)])
+    assert 0 < len(fast.features._cache) <= 50

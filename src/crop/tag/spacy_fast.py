@@ -88,12 +88,17 @@ class FusedTok2Vec:
         self.width = mix.n_out
 
     def __call__(self, docs: list[Any]) -> np.ndarray:
-        lengths = [len(doc) for doc in docs]
+        """The token vectors of spaCy docs (their attributes as `doc.to_array` gives them)."""
+        return self.vectors([doc.to_array(self.attrs).reshape(len(doc), len(self.attrs)).astype("uint64")
+                             for doc in docs])
+
+    def vectors(self, features: list[np.ndarray]) -> np.ndarray:
+        """The token vectors of sentences given as their tokens' attribute ids, (tokens, attributes) each."""
+        lengths = [len(f) for f in features]
         total = sum(lengths)
         if total == 0:
             return np.zeros((0, self.proj_w.shape[1]), dtype="f")
-        ids = np.concatenate([doc.to_array(self.attrs).reshape(len(doc), len(self.attrs)) for doc in docs
-                              if len(doc)]).astype("uint64", copy=False)
+        ids = np.concatenate([f for f in features if len(f)]).astype("uint64", copy=False)
         ops = self.ops
         parts = []
         for emb in self.embeddings:
@@ -335,12 +340,77 @@ class GreedyBiluo:
         return ents
 
 
+class LexemeFeatures:
+    """The attribute ids spaCy's `Doc(vocab, words=...)` would give each word (NORM, PREFIX, ...) and whether it
+    is whitespace, without adding the word to the vocabulary: a word the vocabulary knows is read from its
+    lexeme, any other is computed with the vocabulary's own attribute functions and string hash, as spaCy computes
+    a new lexeme's. A Doc adds every new word to the vocabulary for good (~840 bytes a word, measured), so a tagger
+    that makes Docs of what clients send grows without bound; this keeps a bounded cache instead."""
+
+    _BY_LEXEME = {"ORTH": "orth", "LOWER": "lower", "NORM": "norm", "PREFIX": "prefix", "SUFFIX": "suffix",
+                  "SHAPE": "shape"}
+
+    def __init__(self, vocab: Any, attrs: list[Any], cache_size: int = 100_000) -> None:
+        from spacy.attrs import IDS, IS_SPACE
+
+        self.vocab = vocab
+        self.names = [_attr_name(a) for a in attrs]
+        self.getters = [vocab.lex_attr_getters.get(IDS[n]) for n in self.names]
+        self.is_space = vocab.lex_attr_getters.get(IS_SPACE) or str.isspace
+        self.cache_size = cache_size
+        self._cache: dict[str, tuple[tuple[int, ...], bool]] = {}
+
+    @classmethod
+    def supports(cls, vocab: Any, attrs: list[Any]) -> str | None:
+        """Why these attributes cannot be computed without a Doc, or None."""
+        from spacy.attrs import IDS
+
+        for a in attrs:
+            name = _attr_name(a)
+            if name not in cls._BY_LEXEME:
+                return f"a token attribute other than {', '.join(cls._BY_LEXEME)} ({a!r})"
+            if name != "ORTH" and vocab.lex_attr_getters.get(IDS[name]) is None:
+                return f"no attribute function for {name}"
+        return None
+
+    def word(self, word: str) -> tuple[tuple[int, ...], bool]:
+        cached = self._cache.get(word)
+        if cached is not None:
+            return cached
+        if word in self.vocab:  # a lexeme already: its attributes as stored (reading it adds nothing)
+            lex = self.vocab[word]
+            value = (tuple(int(getattr(lex, self._BY_LEXEME[n])) for n in self.names), bool(lex.is_space))
+        else:
+            # spaCy's id of a string: the fixed symbol id for its own symbols ("X", "meta", ...), else the hash
+            from spacy.strings import get_string_id
+
+            value = (tuple(get_string_id(word if getter is None else getter(word)) for getter in self.getters),
+                     bool(self.is_space(word)))
+        if len(self._cache) >= self.cache_size:
+            self._cache.clear()  # bounded: a burst of new words costs recomputing, never memory
+        self._cache[word] = value
+        return value
+
+    def sentence(self, words: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """(tokens, attributes) ids and the tokens' whitespace flags."""
+        values = [self.word(w) for w in words]
+        ids = np.array([v[0] for v in values], dtype="uint64").reshape(len(words), len(self.names))
+        return ids, np.array([v[1] for v in values], dtype=bool)
+
+
+def _attr_name(attr: Any) -> str:
+    from spacy.attrs import NAMES
+
+    return NAMES[attr] if isinstance(attr, int) else str(attr).upper()
+
+
 class FastNer:
     """A spaCy student's NER as token vectors plus greedy decoding, both in numpy (see the module's doc)."""
 
-    def __init__(self, tok2vec: FusedTok2Vec, decoder: GreedyBiluo) -> None:
+    def __init__(self, tok2vec: FusedTok2Vec, decoder: GreedyBiluo, features: LexemeFeatures) -> None:
         self.tok2vec = tok2vec
         self.decoder = decoder
+        self.features = features
 
     @classmethod
     def of(cls, nlp: Any, pipe: str = "ner") -> FastNer | None:
@@ -367,6 +437,20 @@ class FastNer:
             at += n
         return out
 
+    def tag_words(self, sentences: list[list[str]]) -> list[list[tuple[int, int, str]]]:
+        """The entities (start, end, label) of each sentence given as its words, as spaCy tags
+        `Doc(vocab, words=words)` (one sentence each), without making Docs or growing the vocabulary."""
+        features = [self.features.sentence(list(words)) for words in sentences]
+        vectors = self.tok2vec.vectors([ids for ids, _ in features])
+        out: list[list[tuple[int, int, str]]] = []
+        at = 0
+        for ids, space in features:
+            n = len(ids)
+            # a Doc made of words starts one sentence at its first token and none after
+            out.append(self.decoder.decode(vectors[at:at + n], space, np.zeros(n, dtype=np.int64)) if n else [])
+            at += n
+        return out
+
 
 def _why_not(nlp: Any, pipe: str) -> FastNer | str:
     if nlp.pipe_names != [pipe]:
@@ -388,9 +472,13 @@ def _why_not(nlp: Any, pipe: str) -> FastNer | str:
     extract = next((n for n in chain.walk() if n.name == "extract_features"), None)
     if extract is None:
         return "no feature extraction"
-    tok2vec = _plan(chain, list(extract.attrs["columns"]))
+    attrs = list(extract.attrs["columns"])
+    tok2vec = _plan(chain, attrs)
     if isinstance(tok2vec, str):
         return tok2vec
+    unsupported = LexemeFeatures.supports(nlp.vocab, attrs)
+    if unsupported is not None:
+        return unsupported
     if lower.name != "precomputable_affine" or lower.get_dim("nF") != 3 or upper.name != "linear":
         return "a parser other than precomputable_affine (3 features) >> linear"
     moves = _moves([ner.moves.get_class_name(i) for i in range(ner.moves.n_moves)],
@@ -401,4 +489,4 @@ def _why_not(nlp: Any, pipe: str) -> FastNer | str:
         return "an output layer that does not match the classes"
     decoder = GreedyBiluo(lower.get_param("W"), lower.get_param("b"), lower.get_param("pad"),
                           upper.get_param("W"), upper.get_param("b"), moves)
-    return FastNer(tok2vec, decoder)
+    return FastNer(tok2vec, decoder, LexemeFeatures(nlp.vocab, attrs))

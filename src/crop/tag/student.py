@@ -143,21 +143,21 @@ class StudentTagger:
         """BIO tags of pre-split sentences (exactly one per token, tokens kept as given) and a score per token."""
         if self._inner is not None:
             return self._inner.tag_words(sentences)
-        from spacy.tokens import Doc
-
-        docs = [Doc(self.nlp.vocab, words=list(words)) for words in sentences]
         if self._fast is not None:
             from crop.tag.spacy_fast import one_blas_thread
 
-            with one_blas_thread():
-                spans = self._fast(docs)
+            with one_blas_thread():  # no Docs: the vocabulary does not grow with what clients send
+                spans = self._fast.tag_words([list(words) for words in sentences])
         else:
+            from spacy.tokens import Doc
+
+            docs = [Doc(self.nlp.vocab, words=list(words)) for words in sentences]
             # one sentence (a request of the tagger service) skips pipe()'s batching machinery
             tagged = [self.nlp(docs[0])] if len(docs) == 1 else self.nlp.pipe(docs, batch_size=self.batch_size)
             spans = [[(e.start, e.end, e.label_) for e in doc.ents] for doc in tagged]
         # spaCy's NER gives no probabilities: every token scores 1
-        return [(valid_bio(spans_to_bio(len(doc), ents)), [1.0] * len(doc)) for doc, ents in zip(docs, spans,
-                                                                                                   strict=True)]
+        return [(valid_bio(spans_to_bio(len(words), ents)), [1.0] * len(words))
+                for words, ents in zip(sentences, spans, strict=True)]
 
     @property
     def fast(self) -> bool:
