@@ -7,7 +7,10 @@ matrices of a sentence's size; and, in the greedy parser's C loop, a round trip 
 `nogil` function declared without `noexcept` in spaCy's parser_model.pxd, which Cython then checks for errors with
 the GIL held): about 13 us a token.
 
-`FastNer.of(nlp)` reads the trained weights once and tags docs in the same steps:
+`FastNer.of(nlp)` reads the trained weights once and tags words (`tag_words`, what `StudentTagger` calls) or docs
+in the same steps:
+- the tokens' attribute ids (`LexemeFeatures`): what `Doc(vocab, words=...)` would give them, without adding
+  the words to the vocabulary, which a Doc does for good (a tagger fed by clients would grow without bound);
 - the token vectors (`FusedTok2Vec`): hash embeddings (thinc's own hash and gather-add kernels), the maxout mix,
   the residual window CNN over the docs padded as thinc's `with_array(pad=depth)` pads them, the projection;
 - the parser's lower layer precomputed for every token and feature, as spaCy precomputes it;
