@@ -7,6 +7,8 @@ side on a shared, noisy machine.
 
     python benchmarks/service_speed.py [--mode crop|model] [--requests 96] [--clients 1,8,32]
         [--engines oneshot,persistent] [--batching on] [--project-lines 1000]
+    python benchmarks/service_speed.py --mode student --student FOLDER [--requests 480] [--batching on,off]
+        (the self-trained student on raw Spanish: no translator in the path, so one engine row)
 
 The service runs as `crop serve tagger` in its own process (Apertium + spaCy by default); the clients are asyncio
 tasks of this process.
@@ -32,10 +34,13 @@ from crop.io import read_text, sentence_from_record
 ENGINES = {"oneshot": "0", "persistent": "1"}  # CROP_APERTIUM_PERSISTENT
 
 
-def start_tagger(batching: bool, max_wait_ms: float, engine: str = "persistent") -> tuple[subprocess.Popen, str]:
-    return serve_tagger({"CROP_TAGGER_MAX_BATCH_SIZE": "64" if batching else "1",
-                         "CROP_TAGGER_MAX_WAIT_MS": str(max_wait_ms), "CROP_TAGGER_MAX_QUEUE": "100000",
-                         "CROP_LOG_LEVEL": "WARNING", "CROP_APERTIUM_PERSISTENT": ENGINES[engine]}, timeout=120)
+def start_tagger(batching: bool, max_wait_ms: float, engine: str = "persistent",
+                 student: Path | None = None) -> tuple[subprocess.Popen, str]:
+    env = {"CROP_TAGGER_MAX_BATCH_SIZE": "64" if batching else "1", "CROP_TAGGER_MAX_WAIT_MS": str(max_wait_ms),
+           "CROP_TAGGER_MAX_QUEUE": "100000", "CROP_LOG_LEVEL": "WARNING", "CROP_APERTIUM_PERSISTENT": ENGINES[engine]}
+    if student is not None:
+        env.update({"CROP_TAGGER_STUDENT": str(student), "CROP_TAGGER_STUDENT_POLL": "0"})
+    return serve_tagger(env, timeout=120)
 
 
 async def load(url: str, sentences: list[str], clients: int, lang: str, mode: str) -> dict[str, float]:
@@ -67,12 +72,29 @@ async def load(url: str, sentences: list[str], clients: int, lang: str, mode: st
             "p99_ms": round(q[98] * 1000, 1)}
 
 
-def in_process(sentences: list[str], lang: str, mode: str, engine: str = "persistent") -> dict[str, float]:
+def in_process(sentences: list[str], lang: str, mode: str, engine: str = "persistent",
+               student: Path | None = None) -> dict[str, float]:
     """The same engines without HTTP: one call per sentence, and one call for all."""
     from crop.pipeline import CropPipeline
     from crop.project import Projector, ProjectorConfig
     from crop.tag import load_tagger
     from crop.translate import load_translator
+
+    if mode == "student":
+        from crop.tag.student import StudentTagger
+
+        tagger_of_student = StudentTagger(student)  # type: ignore[arg-type]
+        tagger_of_student.tag(sentences[:1], lang)
+        t0 = time.perf_counter()
+        for s in sentences:
+            tagger_of_student.tag([s], lang)
+        one = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        for i in range(0, len(sentences), 64):
+            tagger_of_student.tag(sentences[i:i + 64], lang)
+        batched = time.perf_counter() - t0
+        return {"one_per_call_sentences_per_second": round(len(sentences) / one, 2),
+                "batched_64_sentences_per_second": round(len(sentences) / batched, 2)}
 
     tagger = load_tagger("spacy")
     translator = load_translator("apertium", persistent=ENGINES[engine] == "1")
@@ -119,7 +141,8 @@ def project_cli(lines: int, engine: str) -> dict[str, float]:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--mode", default="crop", choices=["crop", "model"])
+    ap.add_argument("--mode", default="crop", choices=["crop", "model", "student"])
+    ap.add_argument("--student", type=Path, default=None, help="mode student: the student's folder or registry")
     ap.add_argument("--requests", type=int, default=96)
     ap.add_argument("--clients", default="1,8,32")
     ap.add_argument("--max-wait-ms", type=float, default=0.0, help="the batching service's wait for more items")
@@ -127,11 +150,14 @@ def main() -> None:
     ap.add_argument("--batching", default="on", help="on, off or on,off")
     ap.add_argument("--project-lines", type=int, default=1000, help="crop project on this many lines (0: skip)")
     args = ap.parse_args()
-    engines = [e for e in args.engines.split(",") if e]
+    if args.mode == "student" and args.student is None:
+        ap.error("--mode student needs --student FOLDER")
+    # mode student translates nothing: Apertium's engine makes no difference to it
+    engines = ["persistent"] if args.mode == "student" else [e for e in args.engines.split(",") if e]
     unknown = set(engines) - set(ENGINES)
     if unknown:
         ap.error(f"unknown engines {sorted(unknown)}; choose from {sorted(ENGINES)}")
-    lang = "es" if args.mode == "crop" else "en"
+    lang = "en" if args.mode == "model" else "es"
     source = shared_data() / "raw" / "es.txt"
     sentences = [s.text for s in islice(read_text(source, "es"), args.requests)]
     if args.mode == "model":  # the tagger's own model tags English: the English side of the training data
@@ -139,13 +165,14 @@ def main() -> None:
 
         with open(shared_data() / "en" / "train.jsonl", encoding="utf-8") as f:
             sentences = [" ".join(json.loads(line)["tokens"]) for line in islice(f, args.requests)]
-    report: dict = {"mode": args.mode, "engines": "apertium + spacy en_core_web_sm", "cores": os.cpu_count(),
+    engines_used = f"student {args.student}" if args.mode == "student" else "apertium + spacy en_core_web_sm"
+    report: dict = {"mode": args.mode, "cores": os.cpu_count(), "engines": engines_used,
                     "max_wait_ms": args.max_wait_ms, "requests": len(sentences), "apertium": {}}
     modes = {"on": True, "off": False}
     for engine in engines:
         out: dict = report["apertium"].setdefault(engine, {"service": {}})
         for batching in (modes[b] for b in args.batching.split(",")):
-            proc, url = start_tagger(batching, args.max_wait_ms, engine)
+            proc, url = start_tagger(batching, args.max_wait_ms, engine, args.student)
             try:
                 for clients in (int(c) for c in args.clients.split(",")):
                     result = asyncio.run(load(url, sentences, clients, lang, args.mode))
@@ -156,7 +183,7 @@ def main() -> None:
             finally:
                 proc.terminate()
                 proc.wait(timeout=30)
-        out["in_process"] = in_process(sentences, lang, args.mode, engine)
+        out["in_process"] = in_process(sentences, lang, args.mode, engine, args.student)
         if args.mode == "crop" and args.project_lines:
             out["crop_project"] = project_cli(args.project_lines, engine)
             print(engine, "crop project", out["crop_project"], file=sys.stderr, flush=True)
