@@ -128,6 +128,7 @@ class FakeVLLMHandler(BaseHTTPRequestHandler):
             st.active += 1
             st.peak = max(st.peak, st.active)
             scripted = st.script.pop(0) if st.script else None
+        active = True
         try:
             reply = scripted or st.always or st.fail_texts.get(text)
             if reply is None and body["model"] not in st.models:
@@ -140,12 +141,18 @@ class FakeVLLMHandler(BaseHTTPRequestHandler):
                 time.sleep(delay)
             if reply is None:
                 reply = Reply(200, self._completion(body, text, chat))
+            # no longer active once the answer goes out: the client may send its next request as soon as it has
+            # read this one, before this thread would get back to the counter (a peak of max_concurrency + 1)
+            with st.lock:
+                st.active -= 1
+                active = False
             self._send(reply)
             with st.lock:
                 st.answers += 1
         finally:
-            with st.lock:
-                st.active -= 1
+            if active:
+                with st.lock:
+                    st.active -= 1
 
     def _completion(self, body: dict[str, Any], text: str, chat: bool) -> dict[str, Any]:
         n = body.get("n", 1)
