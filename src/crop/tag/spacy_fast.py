@@ -76,7 +76,8 @@ class _Embedding:
 
 
 class FusedTok2Vec:
-    """Docs -> the parser's token vectors (one array, the docs' tokens one after another), for inference."""
+    """Sentences (spaCy docs, or their tokens' attribute ids) -> the parser's token vectors (one array, the
+    sentences' tokens one after another), for inference."""
 
     def __init__(self, attrs: list[Any], embeddings: list[_Embedding], mix: _Maxout, encoders: list[_Maxout],
                  window: int, projection: tuple[np.ndarray, np.ndarray], ops: Any) -> None:
