@@ -246,11 +246,10 @@ def sequential(url: str, items: list[tuple[str, str]], mode: str) -> dict:
     conn = http.client.HTTPConnection(host, int(port), timeout=300)
     headers = {"Content-Type": "application/json"}
 
-    def post(text: str, lang: str) -> http.client.HTTPResponse:
+    def post(text: str, lang: str) -> tuple[http.client.HTTPResponse, bytes]:
         conn.request("POST", "/v1/tag", json.dumps({"text": text, "lang": lang, "mode": mode}), headers)
         r = conn.getresponse()
-        r.read()
-        return r
+        return r, r.read()
 
     latencies: list[float] = []
     server: list[float] = []  # the service's own time (its Server-Timing header): no network, no client
@@ -262,9 +261,7 @@ def sequential(url: str, items: list[tuple[str, str]], mode: str) -> dict:
     t0 = time.perf_counter()
     for text, lang in items:
         t1 = time.perf_counter()
-        conn.request("POST", "/v1/tag", json.dumps({"text": text, "lang": lang, "mode": mode}), headers)
-        r = conn.getresponse()
-        body = r.read()
+        r, body = post(text, lang)
         latencies.append(time.perf_counter() - t1)
         if r.status != 200:
             errors += 1

@@ -198,9 +198,9 @@ def _plan(chain: Any, attrs: list[Any]) -> FusedTok2Vec | str:
         if layer is None:
             return f"an encoder block other than residual(expand_window>>maxout>>layernorm) ({block.name})"
         encoders.append(layer)
-    if len(windows) != 1 or int(encode.attrs.get("pad", -1)) != windows.pop() * len(encoders):
+    window = windows.pop() if len(windows) == 1 else -1
+    if window < 0 or int(encode.attrs.get("pad", -1)) != window * len(encoders):
         return "encoder padding other than window size x depth"
-    window = int(next(n for n in encode.walk() if n.name == "expand_window").attrs["window_size"])
     linear = chain.layers[2]
     projection = (np.ascontiguousarray(linear.get_param("W").T), linear.get_param("b").copy())
     return FusedTok2Vec(attrs, embeddings, mix, encoders, window, projection, chain.ops)
@@ -428,30 +428,26 @@ class FastNer:
 
     def __call__(self, docs: list[Any]) -> list[list[tuple[int, int, str]]]:
         """The entities (start, end, label) of each doc. Docs with preset entities are not for this path."""
-        vectors = self.tok2vec(docs)
-        out: list[list[tuple[int, int, str]]] = []
-        at = 0
-        for doc in docs:
-            n = len(doc)
-            if n == 0:
-                out.append([])
-                continue
-            flags = doc.to_array(["IS_SPACE", "SENT_START"]).reshape(n, 2)
-            out.append(self.decoder.decode(vectors[at:at + n], flags[:, 0], flags[:, 1]))
-            at += n
-        return out
+        flags = [doc.to_array(["IS_SPACE", "SENT_START"]).reshape(len(doc), 2) for doc in docs]
+        return self._decode(self.tok2vec(docs), [(f[:, 0], f[:, 1]) for f in flags])
 
     def tag_words(self, sentences: list[list[str]]) -> list[list[tuple[int, int, str]]]:
         """The entities (start, end, label) of each sentence given as its words, as spaCy tags
         `Doc(vocab, words=words)` (one sentence each), without making Docs or growing the vocabulary."""
         features = [self.features.sentence(list(words)) for words in sentences]
-        vectors = self.tok2vec.vectors([ids for ids, _ in features])
+        # a Doc made of words starts one sentence at its first token and none after
+        return self._decode(self.tok2vec.vectors([ids for ids, _ in features]),
+                            [(space, np.zeros(len(space), dtype=np.int64)) for _, space in features])
+
+    def _decode(self, vectors: np.ndarray, flags: list[tuple[np.ndarray, np.ndarray]]
+                ) -> list[list[tuple[int, int, str]]]:
+        """Each sentence's entities from the token vectors of all of them (one after another) and its tokens'
+        whitespace and sentence-start flags."""
         out: list[list[tuple[int, int, str]]] = []
         at = 0
-        for ids, space in features:
-            n = len(ids)
-            # a Doc made of words starts one sentence at its first token and none after
-            out.append(self.decoder.decode(vectors[at:at + n], space, np.zeros(n, dtype=np.int64)) if n else [])
+        for space, sent_start in flags:
+            n = len(space)
+            out.append(self.decoder.decode(vectors[at:at + n], space, sent_start) if n else [])
             at += n
         return out
 
